@@ -1,0 +1,468 @@
+"""One typed configuration: a YAML file, ``AIRFLOW_OPS__*`` env overrides, and zero-config defaults
+read from Airflow's own environment when run next to Airflow.
+
+Every secret is a :class:`Secret`: it can be given inline, as ``<key>_env`` (an env var name) or as
+``<key>_file`` (a path), and its repr never shows the value. Validation errors name the file, the
+dotted key and, where the YAML has it, the line.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "AIRFLOW_OPS__"
+CONFIG_ENV = "AIRFLOW_OPS_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the operator (file, key, reason)."""
+
+
+class Secret(str):
+    """A str that never shows itself in repr, logs or tracebacks."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(
+            cls, core_schema.str_schema(), serialization=core_schema.to_string_ser_schema()
+        )
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """'30s', '5m', '1h', '250ms' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h)")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_secret_sources(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for key in list(out):
+            for suffix in ("_env", "_file"):
+                base = key[: -len(suffix)] if key.endswith(suffix) else None
+                if base is None or base not in cls.model_fields:
+                    continue
+                if out.get(base) is not None:
+                    raise ValueError(f"give either {base} or {key}, not both")
+                ref = out.pop(key)
+                if suffix == "_env":
+                    if ref not in os.environ:
+                        raise ValueError(f"{key}: environment variable {ref} is not set")
+                    out[base] = os.environ[ref]
+                else:
+                    try:
+                        out[base] = Path(ref).read_text().strip()
+                    except OSError as e:
+                        raise ValueError(f"{key}: cannot read {ref}: {e.strerror}") from None
+        return out
+
+
+def _duration_field(default: float) -> Any:
+    return Field(default=default, ge=0)
+
+
+class DatabaseConfig(_Model):
+    dsn: Secret
+    statement_timeout: float = 5.0
+    connect_timeout: float = 5.0
+    # Poll pg_class sizes at most this often: they change slowly and the query touches the catalog.
+    table_stats_interval: float = 300.0
+
+    @field_validator("statement_timeout", "connect_timeout", "table_stats_interval", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: Secret) -> Secret:
+        return Secret(sqlalchemy_to_libpq(v.value))
+
+
+class ApiConfig(_Model):
+    url: str
+    username: str | None = None
+    password: Secret | None = None
+    # A pre-issued bearer token (Airflow 3 JWT); otherwise one is requested from /auth/token.
+    token: Secret | None = None
+    verify_tls: bool = True
+    ca_file: str | None = None
+    timeout: float = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        # The API prefix is chosen by version; accept it pasted in and strip it.
+        path = re.sub(r"/api/v[12]/?$", "", parts.path.rstrip("/"))
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+
+class BrokerConfig(_Model):
+    url: Secret  # redis://… or amqp://…
+    queues: tuple[str, ...] = ("default",)
+    timeout: float = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: Secret) -> Secret:
+        scheme = urlsplit(v.value).scheme
+        if scheme not in ("redis", "rediss", "amqp", "amqps", "pyamqp"):
+            raise ValueError(f"broker scheme {scheme!r} is not supported (use redis:// or amqp://)")
+        return v
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class DeploymentConfig(_Model):
+    database: DatabaseConfig | None = None
+    api: ApiConfig | None = None
+    broker: BrokerConfig | None = None
+    # Link target for messages and dashboards; defaults to the API URL.
+    ui_url: str | None = None
+
+    @model_validator(mode="after")
+    def _some_source(self) -> DeploymentConfig:
+        if self.database is None and self.api is None:
+            raise ValueError("a deployment needs at least one of database or api")
+        return self
+
+
+class BasicAuthConfig(_Model):
+    username: str
+    password: Secret
+
+
+
+class TlsConfig(_Model):
+    cert_file: str
+    key_file: str
+
+
+class ServiceConfig(_Model):
+    listen: str = "127.0.0.1"
+    port: int = Field(default=9112, ge=0, le=65535)
+    poll_interval: float = 30.0
+    basic_auth: BasicAuthConfig | None = None
+    bearer_token: Secret | None = None
+    tls: TlsConfig | None = None
+
+    @field_validator("poll_interval", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        seconds = parse_duration(v)
+        if seconds < 0.1:
+            raise ValueError("poll_interval must be at least 100ms")
+        return seconds
+
+
+
+DEFAULT_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+DEFAULT_WAIT_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class MetricsConfig(_Model):
+    dag_allow: str | None = None  # regex; only matching dag_ids are exported
+    dag_deny: str | None = None  # regex; matching dag_ids are never exported
+    task_labels: bool = False  # add task_id to task-level series (opt-in: cardinality)
+    series_budget: int = Field(default=100_000, ge=100)
+    success_ratio_runs: int = Field(default=10, ge=1, le=1000)
+    stale_heartbeat_threshold: float = 300.0  # Airflow's own zombie threshold default
+    heartbeat_lookback: float = 86400.0  # how long a stopped component's series keeps aging
+    duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
+    wait_buckets: tuple[float, ...] = DEFAULT_WAIT_BUCKETS
+
+    @field_validator("stale_heartbeat_threshold", "heartbeat_lookback", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        return parse_duration(v)
+
+    @field_validator("dag_allow", "dag_deny")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression: {e}") from None
+        return v
+
+    @field_validator("duration_buckets", "wait_buckets")
+    @classmethod
+    def _buckets(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or list(v) != sorted(set(v)):
+            raise ValueError("buckets must be a non-empty, strictly increasing list")
+        return v
+
+    def dag_filter(self) -> DagFilter:
+        return DagFilter(self.dag_allow, self.dag_deny)
+
+
+class DagFilter:
+    """Allow/deny regexes over dag_id, matched with re.fullmatch… search semantics like Prometheus."""
+
+    def __init__(self, allow: str | None, deny: str | None) -> None:
+        self._allow = re.compile(allow) if allow else None
+        self._deny = re.compile(deny) if deny else None
+
+    def __call__(self, dag_id: str) -> bool:
+        if self._allow is not None and not self._allow.fullmatch(dag_id):
+            return False
+        return not (self._deny is not None and self._deny.fullmatch(dag_id))
+
+
+class Config(_Model):
+    service: ServiceConfig = ServiceConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    deployments: dict[str, DeploymentConfig] = Field(default_factory=dict)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("deployments")
+    @classmethod
+    def _names(cls, v: dict[str, DeploymentConfig]) -> dict[str, DeploymentConfig]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+                raise ValueError(f"deployment name {name!r} must match [A-Za-z0-9_.-]{{1,64}}")
+        return v
+
+
+def sqlalchemy_to_libpq(url: str) -> str:
+    """'postgresql+psycopg2://u:p@h/db' -> 'postgresql://u:p@h/db'; libpq strings pass through."""
+    m = re.match(r"^(postgres(?:ql)?)(\+\w+)?://", url)
+    if m:
+        return "postgresql://" + url[m.end() :]
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise ValueError(f"only PostgreSQL metadata databases are supported, not {scheme!r}")
+    return url
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """AIRFLOW_OPS__SERVICE__PORT=9200 -> {"service": {"port": "9200"}} (keys lower-cased)."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another AIRFLOW_OPS__ variable")
+        value_any: Any = value
+        if value.startswith(("[", "{")):
+            value_any = yaml.safe_load(value)
+        node[path[-1]] = value_any
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def _airflow_setting(environ: Mapping[str, str], section: str, key: str) -> str | None:
+    """Read one Airflow setting the way Airflow does: env var first, then airflow.cfg."""
+    env = f"AIRFLOW__{section.upper()}__{key.upper()}"
+    if environ.get(env):
+        return environ[env]
+    home = Path(environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+    cfg_path = Path(environ.get("AIRFLOW_CONFIG", home / "airflow.cfg"))
+    if cfg_path.is_file():
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            parser.read(cfg_path)
+        except configparser.Error:
+            return None
+        if parser.has_option(section, key):
+            return parser.get(section, key) or None
+    return None
+
+
+def airflow_defaults(environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """A 'default' deployment built from Airflow's own settings, when run next to Airflow."""
+    dsn = _airflow_setting(environ, "database", "sql_alchemy_conn") or _airflow_setting(
+        environ, "core", "sql_alchemy_conn"
+    )
+    api_url = _airflow_setting(environ, "api", "base_url") or _airflow_setting(
+        environ, "webserver", "base_url"
+    )
+    deployment: dict[str, Any] = {}
+    if dsn and dsn.startswith("postgres"):
+        deployment["database"] = {"dsn": dsn}
+    if api_url:
+        api: dict[str, Any] = {"url": api_url}
+        if environ.get("AIRFLOW_OPS_API_USERNAME"):
+            api["username"] = environ["AIRFLOW_OPS_API_USERNAME"]
+        if environ.get("AIRFLOW_OPS_API_PASSWORD"):
+            api["password"] = environ["AIRFLOW_OPS_API_PASSWORD"]
+        deployment["api"] = api
+    return {"default": deployment} if deployment else None
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a line number."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if str(k.value).lower() == str(part).lower():
+                    line, nxt = k.start_mark.line + 1, v
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _format_errors(err: ValidationError, source: str, root: yaml.Node | None) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        line = _line_of(root, loc)
+        where = f"{source}:{line}" if line else source
+        lines.append(f"{where}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load the config file (or $AIRFLOW_OPS_CONFIG), apply env overrides, fall back to Airflow's env."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(CONFIG_ENV)
+    data: dict[str, Any] = {}
+    root: yaml.Node | None = None
+    source = "environment"
+    if path:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+        try:
+            root = yaml.compose(text)
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys")
+        data = loaded
+    data = _merge(data, _env_overrides(environ))
+    if not data.get("deployments"):
+        defaults = airflow_defaults(environ)
+        if defaults:
+            data["deployments"] = defaults
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source, root)) from None
+    if not config.deployments:
+        raise ConfigError(
+            f"{source}: deployments: no Airflow deployment configured; add one to the config file, "
+            "or set AIRFLOW__DATABASE__SQL_ALCHEMY_CONN / AIRFLOW__API__BASE_URL"
+        )
+    return config
+
+
+def mask(text: str, config: Config) -> str:
+    """Replace every secret value the config holds in text (for errors from libraries)."""
+    for secret in _secrets(config):
+        if secret and len(secret) >= 4:
+            text = text.replace(secret.value, "***")
+    return text
+
+
+def _secrets(obj: Any) -> list[Secret]:
+    found: list[Secret] = []
+    if isinstance(obj, Secret):
+        found.append(obj)
+        # Also hide the password inside a URL-shaped secret on its own.
+        pw = urlsplit(obj.value).password if "://" in obj.value else None
+        if pw:
+            found.append(Secret(pw))
+    elif isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            found += _secrets(getattr(obj, name))
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            found += _secrets(v)
+    return found
