@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -78,7 +79,8 @@ class _Model(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _resolve_secret_sources(cls, data: Any) -> Any:
+    def _resolve_secret_sources(cls, data: Any, info: ValidationInfo) -> Any:
+        environ = (info.context or {}).get("environ", os.environ)
         if not isinstance(data, Mapping):
             return data
         out = dict(data)
@@ -91,9 +93,9 @@ class _Model(BaseModel):
                     raise ValueError(f"give either {base} or {key}, not both")
                 ref = out.pop(key)
                 if suffix == "_env":
-                    if ref not in os.environ:
+                    if ref not in environ:
                         raise ValueError(f"{key}: environment variable {ref} is not set")
-                    out[base] = os.environ[ref]
+                    out[base] = environ[ref]
                 else:
                     try:
                         out[base] = Path(ref).read_text().strip()
@@ -150,7 +152,6 @@ class ApiConfig(_Model):
         return parse_duration(v)
 
 
-
 class BrokerConfig(_Model):
     url: Secret  # redis://… or amqp://…
     queues: tuple[str, ...] = ("default",)
@@ -189,7 +190,6 @@ class BasicAuthConfig(_Model):
     password: Secret
 
 
-
 class TlsConfig(_Model):
     cert_file: str
     key_file: str
@@ -210,7 +210,6 @@ class ServiceConfig(_Model):
         if seconds < 0.1:
             raise ValueError("poll_interval must be at least 100ms")
         return seconds
-
 
 
 DEFAULT_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -385,7 +384,18 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _format_errors(err: ValidationError, source: str, root: yaml.Node | None) -> str:
+def _env_name(loc: tuple[Any, ...], environ: Mapping[str, str]) -> str | None:
+    """The AIRFLOW_OPS__ variable that set this key (or a parent of it), if any."""
+    for n in range(len(loc), 0, -1):
+        name = ENV_PREFIX + "__".join(str(p).upper() for p in loc[:n])
+        if name in environ:
+            return name
+    return None
+
+
+def _format_errors(
+    err: ValidationError, source: str, root: yaml.Node | None, environ: Mapping[str, str]
+) -> str:
     lines = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -393,8 +403,9 @@ def _format_errors(err: ValidationError, source: str, root: yaml.Node | None) ->
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        env = _env_name(loc, environ)
         line = _line_of(root, loc)
-        where = f"{source}:{line}" if line else source
+        where = f"environment variable {env}" if env else f"{source}:{line}" if line else source
         lines.append(f"{where}: {key}: {msg}")
     return "\n".join(lines)
 
@@ -432,9 +443,9 @@ def load_config(
         if defaults:
             data["deployments"] = defaults
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context={"environ": environ})
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source, root)) from None
+        raise ConfigError(_format_errors(e, source, root, environ)) from None
     if not config.deployments:
         raise ConfigError(
             f"{source}: deployments: no Airflow deployment configured; add one to the config file, "

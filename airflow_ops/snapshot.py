@@ -191,6 +191,25 @@ class Snapshot:
     deployment: str
     taken_at: float
     sources: Mapping[str, SourceStatus] = field(default_factory=dict)
+    # The poller's own accumulated figures: poll duration per source, errors per (source, reason).
+    poll_durations: Mapping[str, Histogram] = field(default_factory=dict)
+    poll_errors: Mapping[tuple[str, str], int] = field(default_factory=dict)
     db: DbState | None = None
     api: ApiState | None = None
     broker: BrokerState | None = None
+
+
+def to_jsonable(value: object) -> object:
+    """A snapshot as plain JSON data: tuple keys become 'a/b' strings, histograms stay whole."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {f: to_jsonable(getattr(value, f)) for f in value.__dataclass_fields__}  # type: ignore[attr-defined]
+    if isinstance(value, Mapping):
+        return {
+            "/".join("" if p is None else str(p) for p in k) if isinstance(k, tuple) else str(k): to_jsonable(
+                v
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,260 @@
+"""`airflow-ops serve`: the poll loop and the HTTP server.
+
+The poll loop does the work: every interval it polls each deployment, renders the metric
+families once and keeps the encoded bytes. A scrape only picks up those bytes, so its cost does
+not depend on the size of the metadata DB or on how many scrapers there are.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import signal
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import exposition as text_exposition
+from prometheus_client.core import Metric
+from prometheus_client.openmetrics import exposition as om_exposition
+
+from .config import Config
+from .metrics import SnapshotRenderer
+from .poller import DeploymentPoller
+from .snapshot import Snapshot, to_jsonable
+
+log = logging.getLogger(__name__)
+
+
+class _Families:
+    """A prometheus_client collector over an already-built list of families."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+@dataclass
+class Rendered:
+    """One render of the latest snapshots, encoded lazily once per format."""
+
+    families: list[Metric]
+    snapshots: Sequence[Snapshot]
+    _encoded: dict[str, bytes] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def encode(self, openmetrics: bool) -> bytes:
+        key = "om" if openmetrics else "text"
+        with self._lock:
+            if key not in self._encoded:
+                registry = CollectorRegistry(auto_describe=False)
+                registry.register(_Families(self.families))
+                gen = om_exposition.generate_latest if openmetrics else text_exposition.generate_latest
+                self._encoded[key] = gen(registry)
+            return self._encoded[key]
+
+
+class OpsService:
+    def __init__(self, config: Config, pollers: Sequence[DeploymentPoller] | None = None) -> None:
+        self.config = config
+        self.pollers = (
+            list(pollers)
+            if pollers is not None
+            else [DeploymentPoller.from_config(name, config) for name in config.deployments]
+        )
+        self.renderer = SnapshotRenderer(config.metrics)
+        self.rendered: Rendered | None = None
+        self.stop_event = threading.Event()
+        self.last_loop_at = time.monotonic()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.pollers)), thread_name_prefix="poll")
+        self._server: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------ polling
+
+    def poll_once(self) -> Rendered:
+        snapshots = list(self._pool.map(lambda p: p.poll(), self.pollers))
+        started = time.perf_counter()
+        rendered = Rendered(self.renderer.families(snapshots), snapshots)
+        rendered.encode(openmetrics=False)
+        log.debug(
+            "rendered %d deployments in %.1f ms", len(snapshots), 1000 * (time.perf_counter() - started)
+        )
+        self.rendered = rendered
+        self.last_loop_at = time.monotonic()
+        return rendered
+
+    def _poll_loop(self) -> None:
+        interval = self.config.service.poll_interval
+        next_at = time.monotonic()
+        while not self.stop_event.is_set():
+            try:
+                self.poll_once()
+            except Exception:  # keep serving the last snapshot; the error is visible in the log
+                log.exception("poll failed")
+            next_at += interval
+            # After a poll longer than the interval, start the next one now rather than bunching up.
+            next_at = max(next_at, time.monotonic())
+            self.stop_event.wait(max(0.0, next_at - time.monotonic()))
+
+    @property
+    def ready(self) -> bool:
+        return self.rendered is not None
+
+    @property
+    def healthy(self) -> bool:
+        """The poll loop is alive: it finished an iteration recently enough."""
+        max_source_time = 60.0
+        return time.monotonic() - self.last_loop_at < 3 * self.config.service.poll_interval + max_source_time
+
+    # ------------------------------------------------------------ serving
+
+    def start(self) -> None:
+        """Start the HTTP server and the poll loop in background threads."""
+        svc = self.config.service
+        self._server = ThreadingHTTPServer((svc.listen, svc.port), _handler_for(self))
+        self._server.daemon_threads = True
+        if svc.tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(svc.tls.cert_file, svc.tls.key_file)
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+        for target, name in ((self._server.serve_forever, "http"), (self._poll_loop, "poll-loop")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("serving on %s", self.url)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.config.service.tls else "http"
+        return f"{scheme}://{self.config.service.listen}:{self.port}"
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for t in self._threads:
+            t.join(timeout=30)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for p in self.pollers:
+            p.close()
+
+    def run_until_signalled(self) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+        done = threading.Event()
+
+        def _stop(signum: int, _frame: Any) -> None:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            done.set()
+
+        previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            done.wait()
+        finally:
+            self.stop()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def authorized(self, header: str | None) -> bool:
+        svc = self.config.service
+        if svc.basic_auth is None and svc.bearer_token is None:
+            return True
+        if not header:
+            return False
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and svc.bearer_token is not None:
+            return hmac.compare_digest(value.strip().encode(), svc.bearer_token.value.encode())
+        if scheme.lower() == "basic" and svc.basic_auth is not None:
+            try:
+                user, _, pw = base64.b64decode(value.strip()).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            ok_user = hmac.compare_digest(user.encode(), svc.basic_auth.username.encode())
+            ok_pw = hmac.compare_digest(pw.encode(), svc.basic_auth.password.value.encode())
+            return ok_user and ok_pw
+        return False
+
+
+def _handler_for(service: OpsService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "airflow-ops"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            route: dict[str, Callable[[], None]] = {
+                "/metrics": self._metrics,
+                "/healthz": self._healthz,
+                "/readyz": self._readyz,
+                "/api/snapshot": self._snapshot,
+            }
+            handler = route.get(path)
+            if handler is None:
+                self._send(404, b"not found\n")
+            elif path in ("/metrics", "/api/snapshot") and not service.authorized(
+                self.headers.get("Authorization")
+            ):
+                scheme = "Basic" if service.config.service.basic_auth else "Bearer"
+                self._send(
+                    401, b"unauthorized\n", headers={"WWW-Authenticate": f'{scheme} realm="airflow-ops"'}
+                )
+            else:
+                handler()
+
+        def _metrics(self) -> None:
+            rendered = service.rendered
+            if rendered is None:
+                self._send(503, b"no poll has completed yet\n")
+                return
+            accept = self.headers.get("Accept", "")
+            openmetrics = "application/openmetrics-text" in accept
+            ctype = om_exposition.CONTENT_TYPE_LATEST if openmetrics else text_exposition.CONTENT_TYPE_LATEST
+            self._send(200, rendered.encode(openmetrics), ctype)
+
+        def _healthz(self) -> None:
+            ok = service.healthy
+            self._send(200 if ok else 503, b"ok\n" if ok else b"poll loop stalled\n")
+
+        def _readyz(self) -> None:
+            ok = service.ready
+            self._send(200 if ok else 503, b"ready\n" if ok else b"waiting for the first poll\n")
+
+        def _snapshot(self) -> None:
+            rendered = service.rendered
+            if rendered is None:
+                self._send(503, b"no poll has completed yet\n")
+                return
+            body = json.dumps([to_jsonable(s) for s in rendered.snapshots], indent=1).encode()
+            self._send(200, body, "application/json")
+
+        def _send(
+            self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8", headers=None
+        ) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("http: " + format, *args)
+
+    return Handler
