@@ -156,6 +156,16 @@ def snapshot(config_path: str | None, as_json: bool, openmetrics: bool) -> None:
 
 
 @main.command()
+@click.option("--port", type=int, default=9112, show_default=True, help="Port for airflow-ops serve.")
+def demo(port: int) -> None:
+    """Start a local Airflow 3 with example DAGs, watched by airflow-ops (and Prometheus)."""
+    from .devstack.demo import run_demo
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_demo(port=port)
+
+
+@main.command()
 def catalogue() -> None:
     """Print the metric catalogue as a Markdown table (the README's table is this output)."""
     from .metrics import catalogue_markdown

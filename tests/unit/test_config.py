@@ -120,7 +120,7 @@ def test_bad_config_names_file_line_key_and_reason(tmp_path: Path, text: str, ex
 
 def test_bad_env_override_names_the_variable(tmp_path: Path) -> None:
     path = _write(tmp_path, "deployments:\n  prod:\n    api:\n      url: http://a:8080\n")
-    with pytest.raises(ConfigError, match="environment variable AIRFLOW_OPS__SERVICE__PORT: service.port"):
+    with pytest.raises(ConfigError, match=r"environment variable AIRFLOW_OPS__SERVICE__PORT: service\.port"):
         load_config(path, {"AIRFLOW_OPS__SERVICE__PORT": "many"})
 
 
