@@ -16,8 +16,6 @@ from ..service import OpsService
 from .install import AIRFLOW3
 from .prometheus import PrometheusServer
 
-EXAMPLE_DAGS = Path(__file__).resolve().parent / "dags"
-
 
 def demo_config(stack: Any, port: int, poll_interval: float) -> Config:
     """The config airflow-ops would be given for this stack: its DB and its REST API."""
@@ -33,7 +31,7 @@ def demo_config(stack: Any, port: int, poll_interval: float) -> Config:
 
 
 def run_demo(port: int = 9112, poll_interval: float = 10.0) -> None:
-    from .stack import AirflowStack
+    from .stack import EXAMPLE_DAGS_DIR, AirflowStack
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -42,7 +40,7 @@ def run_demo(port: int = 9112, poll_interval: float = 10.0) -> None:
     stack = AirflowStack(
         AIRFLOW3,
         name="demo",
-        dags_dirs=[EXAMPLE_DAGS],
+        dags_dirs=[EXAMPLE_DAGS_DIR],
         extra_env={"AIRFLOW_OPS_DEMO_FAST": "1"},
         unpause_on_create=True,
     )
