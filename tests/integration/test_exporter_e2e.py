@@ -16,7 +16,9 @@ from typing import Any
 
 import psycopg2
 import pytest
+from loopback_proxy import LoopbackProxy
 from psycopg2 import sql
+from scrape import Scraper
 
 from airflow_ops.config import (
     ApiConfig,
@@ -30,9 +32,6 @@ from airflow_ops.config import (
 )
 from airflow_ops.devstack.prometheus import PrometheusServer
 from airflow_ops.service import OpsService
-
-from .loopback_proxy import LoopbackProxy
-from .scrape import Scraper
 
 pytestmark = pytest.mark.airflow
 

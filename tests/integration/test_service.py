@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from scrape import Scraper
 
 from airflow_ops.config import (
     Config,
@@ -25,8 +26,6 @@ from airflow_ops.config import (
 from airflow_ops.devstack.database import create_database, drop_database, migrated_template
 from airflow_ops.devstack.install import AIRFLOW2, AIRFLOW3
 from airflow_ops.service import OpsService
-
-from .scrape import Scraper
 
 
 @pytest.fixture(scope="module")
