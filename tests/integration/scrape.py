@@ -14,15 +14,20 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 class Scraper:
-    def __init__(self, base_url: str, basic_auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, base_url: str, basic_auth: tuple[str, str] | None = None, bearer: str | None = None
+    ) -> None:
         self.base_url = base_url
         self.basic_auth = basic_auth
+        self.bearer = bearer
 
     def get(self, path: str, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:
         req = urllib.request.Request(self.base_url + path)
         if self.basic_auth:
             token = base64.b64encode(":".join(self.basic_auth).encode()).decode()
             req.add_header("Authorization", f"Basic {token}")
+        if self.bearer:
+            req.add_header("Authorization", f"Bearer {self.bearer}")
         if accept:
             req.add_header("Accept", accept)
         try:
@@ -33,8 +38,10 @@ class Scraper:
 
     def samples(self) -> Samples:
         status, _, body = self.get("/metrics")
-        assert status == 200, f"/metrics answered {status}: {body[:200]!r}"
         out: Samples = {}
+        if status == 503:  # no poll has completed yet: nothing to read
+            return out
+        assert status == 200, f"/metrics answered {status}: {body[:200]!r}"
         for fam in text_string_to_metric_families(body.decode()):
             for s in fam.samples:
                 out[(s.name, frozenset(s.labels.items()))] = s.value

@@ -126,6 +126,8 @@ def test_failing_dag_shows_failing_time_until_a_success(airflow_stack: Any, ops:
 
 def test_pool_limited_dag_makes_tasks_wait(airflow_stack: Any, ops: Any) -> None:
     _, scrape = ops
+    # Example DAGs start paused, and a paused DAG's runs never start.
+    airflow_stack.unpause("pool_limited")
     airflow_stack.trigger("pool_limited", run_id("pool"), {})
     scrape.wait(
         "airflow_task_instances", lambda v: v is not None and v >= 1, state="scheduled", pool="single_slot"

@@ -60,15 +60,7 @@ def test_two_deployments_of_both_majors_in_one_service(databases: dict[str, str]
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(req, timeout=5)
 
-        class Bearer(Scraper):
-            def get(self, path: str, accept: str | None = None):  # type: ignore[override]
-                req = urllib.request.Request(
-                    self.base_url + path, headers={"Authorization": "Bearer tok-abc"}
-                )
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    return r.status, dict(r.headers), r.read()
-
-        scrape = Bearer(service.url)
+        scrape = Scraper(service.url, bearer="tok-abc")
         for dep in ("af3", "af2"):
             scrape.wait("airflow_ops_up", lambda v: v == 1, deployment=dep, source="metadb", timeout=60)
         status, _, body = scrape.get("/api/snapshot")
