@@ -111,11 +111,15 @@ def _duration_field(default: float) -> Any:
 class DatabaseConfig(_Model):
     dsn: Secret
     statement_timeout: float = 5.0
+    # Reads never need a lock that Airflow holds for long; give up fast rather than queue behind DDL.
+    lock_timeout: float = 1.0
     connect_timeout: float = 5.0
     # Poll pg_class sizes at most this often: they change slowly and the query touches the catalog.
     table_stats_interval: float = 300.0
 
-    @field_validator("statement_timeout", "connect_timeout", "table_stats_interval", mode="before")
+    @field_validator(
+        "statement_timeout", "lock_timeout", "connect_timeout", "table_stats_interval", mode="before"
+    )
     @classmethod
     def _durations(cls, v: Any) -> float:
         return parse_duration(v)

@@ -94,7 +94,7 @@ _RAN_TI_STATES = frozenset({"success", "failed", "up_for_retry"})
 # ------------------------------------------------------------------ SQL
 # Identifiers in {braces} come from the SchemaProfile only; values are always bind parameters.
 
-_SESSION_SQL = "SET statement_timeout = %(ms)s; SET lock_timeout = %(ms)s"
+_SESSION_SQL = "SET statement_timeout = %(statement_ms)s; SET lock_timeout = %(lock_ms)s"
 
 _DAGS_SQL = """
 SELECT d.dag_id, COALESCE(d.owners, ''), COALESCE(d.is_paused, FALSE), {stale}, {scheduled},
@@ -724,7 +724,13 @@ class MetadataDbSource:
         try:
             conn.set_session(readonly=True, autocommit=True)
             with conn.cursor() as cur:
-                cur.execute(_SESSION_SQL, {"ms": max(1, int(self._db.statement_timeout * 1000))})
+                cur.execute(
+                    _SESSION_SQL,
+                    {
+                        "statement_ms": max(1, int(self._db.statement_timeout * 1000)),
+                        "lock_ms": max(1, int(self._db.lock_timeout * 1000)),
+                    },
+                )
             profile = detect_profile(conn)
         except BaseException:
             conn.close()

@@ -1092,7 +1092,7 @@ def test_unknown_role_is_auth_and_unreachable_server_is_connect(
 
 
 def test_session_settings(airflow_db: AirflowDb, make_source: Callable[..., MetadataDbSource]) -> None:
-    source = make_source(db={"statement_timeout": "4s"})
+    source = make_source(db={"statement_timeout": "4s", "lock_timeout": "2s"})
     poll(source)
     rows = airflow_db.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'airflow-ops'"
@@ -1105,7 +1105,7 @@ def test_session_settings(airflow_db: AirflowDb, make_source: Callable[..., Meta
             "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'),"
             " current_setting('default_transaction_read_only')"
         )
-        assert cur.fetchone() == ("4s", "4s", "on")
+        assert cur.fetchone() == ("4s", "2s", "on")
         # Read-only even for a superuser: the exporter can never write to Airflow's database.
         with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
             cur.execute("CREATE TABLE should_not_exist (x int)")
