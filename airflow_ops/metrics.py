@@ -171,7 +171,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _spec(
         "airflow_task_instances_finished_total",
         "counter",
-        "Task tries that reached a terminal state, each counted once (task_id with metrics.task_labels).",
+        "Task tries that ended, each counted once; state up_for_retry is a failed try that will be retried"
+        " (task_id with metrics.task_labels).",
         "dag_id,state",
     ),
     _spec(
