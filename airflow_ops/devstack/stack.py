@@ -28,7 +28,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from typing import Any
 
 from airflow_ops.devstack.database import create_database, drop_database, dsn_for, migrated_template
 from airflow_ops.devstack.install import ensure_airflow, major_version, stack_dir
+from airflow_ops.devstack.ports import free_ports
 
 EXAMPLE_DAGS_DIR = Path(__file__).resolve().parent / "dags"
 
@@ -429,7 +429,7 @@ class AirflowStack:
             for k, v in os.environ.items()
             if not k.startswith("AIRFLOW__") and k not in ("AIRFLOW_HOME", "AIRFLOW_CONFIG", "VIRTUAL_ENV")
         }
-        self.api_port, worker_log_port, trigger_log_port = _free_ports(3)
+        self.api_port, worker_log_port, trigger_log_port = free_ports(3)
         secret = secrets.token_urlsafe(32)
         env.update(
             {
@@ -588,20 +588,6 @@ def _http_json(method: str, url: str, body: Any, headers: Mapping[str, str]) -> 
     except urllib.error.HTTPError as exc:
         raise ApiError(method, url, exc.code, exc.read().decode(errors="replace")) from None
     return json.loads(raw) if raw.strip() else {}
-
-
-def _free_ports(count: int) -> list[int]:
-    # Hold all sockets open while choosing so the ports are distinct.
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def _group_alive(pgid: int) -> bool:

@@ -10,11 +10,7 @@ import socket
 import ssl
 import threading
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from airflow_ops.devstack.ports import free_port
 
 
 class LoopbackProxy:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,11 +73,20 @@ def test_each_finished_run_and_try_is_counted_exactly_once(airflow_stack: Any, o
         for s in ("success", "failed")
     }
     tries_before = scrape.value("airflow_task_instances_finished_total", dag_id=PROBE, state="success") or 0.0
+    etl_before = scrape.value("airflow_dag_runs_finished_total", dag_id="daily_etl", state="success") or 0.0
+    etl_tasks_before = (
+        scrape.value("airflow_task_instances_finished_total", dag_id="daily_etl", state="success") or 0.0
+    )
     runs = [(run_id("ok"), {}), (run_id("ok"), {}), (run_id("bad"), {"fail": True})]
     for rid, conf in runs:
         airflow_stack.trigger(PROBE, rid, conf)
+    # And one run of a real example DAG: extract -> transform -> load.
+    airflow_stack.unpause("daily_etl")
+    etl_run = run_id("etl")
+    airflow_stack.trigger("daily_etl", etl_run, {})
     states = [airflow_stack.wait_for_run(PROBE, rid) for rid, _ in runs]
     assert states == ["success", "success", "failed"]
+    assert airflow_stack.wait_for_run("daily_etl", etl_run) == "success"
 
     scrape.wait(
         "airflow_dag_runs_finished_total", lambda v: v == before["success"] + 2, dag_id=PROBE, state="success"
@@ -97,6 +107,20 @@ def test_each_finished_run_and_try_is_counted_exactly_once(airflow_stack: Any, o
         scrape.value("airflow_task_instances_finished_total", dag_id=PROBE, state="success")
         == tries_before + 2
     )
+    # Unpausing may also have started the DAG's scheduled run: let every run of it finish first.
+    deadline = time.monotonic() + 300
+    while any(
+        r["state"] not in ("success", "failed")
+        for r in airflow_stack.api("GET", "dags/daily_etl/dagRuns")["dag_runs"]
+    ):
+        assert time.monotonic() < deadline, "daily_etl runs did not finish"
+        time.sleep(1)
+    scrape.wait_polls(3)
+    etl_runs = scrape.value("airflow_dag_runs_finished_total", dag_id="daily_etl", state="success") or 0.0
+    etl_tasks = (
+        scrape.value("airflow_task_instances_finished_total", dag_id="daily_etl", state="success") or 0.0
+    )
+    assert etl_runs - etl_before >= 1 and etl_tasks - etl_tasks_before == 3 * (etl_runs - etl_before)
     # The duration histogram saw the same runs.
     count = scrape.value("airflow_dag_run_duration_seconds_count", dag_id=PROBE, state="success")
     assert count is not None and count >= 2
