@@ -70,7 +70,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _spec(
         "airflow_component_heartbeat_age_seconds",
         "gauge",
-        "Seconds since the newest heartbeat of a component's job on a host.",
+        "Seconds since a component's newest heartbeat on a host (hostname empty when read from the API).",
         "component,hostname",
     ),
     _spec(
@@ -286,9 +286,14 @@ def _info(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
 
 @_producer("airflow_component_heartbeat_age_seconds")
 def _heartbeats(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
-    if snap.db:
-        for hb in snap.db.heartbeats:
-            yield (hb.component, hb.hostname), _age(snap, hb.last_heartbeat)
+    # The job table knows every host; the health endpoint only the newest beat, without a host.
+    # It stands in only where no metadata DB is configured (e.g. managed Airflow).
+    if "metadb" in snap.sources:
+        beats = snap.db.heartbeats if snap.db else ()
+    else:
+        beats = snap.api.heartbeats if snap.api else ()
+    for hb in beats:
+        yield (hb.component, hb.hostname), _age(snap, hb.last_heartbeat)
 
 
 @_producer("airflow_component_healthy")

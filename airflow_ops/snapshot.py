@@ -177,6 +177,8 @@ class ApiState:
     version: str
     # component -> healthy, as Airflow's own health endpoint reports it
     health: Mapping[str, bool] = field(default_factory=dict)
+    # From the health document: used for heartbeat ages when no metadata DB is configured.
+    heartbeats: Sequence[ComponentHeartbeat] = ()
     import_errors: Sequence[ImportErrorInfo] = ()
     pools: Sequence[PoolSlots] = ()
 

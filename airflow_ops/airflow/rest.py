@@ -38,7 +38,7 @@ from airflow_client.client.exceptions import ApiException
 
 from airflow_ops.airflow.source import SourceError
 from airflow_ops.config import ApiConfig
-from airflow_ops.snapshot import ApiState, ImportErrorInfo, PoolSlots
+from airflow_ops.snapshot import ApiState, ComponentHeartbeat, ImportErrorInfo, PoolSlots
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,19 @@ def parse_health(doc: Mapping[str, Any]) -> dict[str, bool]:
         if status is not None:
             health[component] = status == "healthy"
     return health
+
+
+def parse_heartbeats(doc: Mapping[str, Any]) -> list[ComponentHeartbeat]:
+    """Each component's latest heartbeat as the health document reports it (both generations name
+    it ``latest_<component>_heartbeat``). The host is unknown here, so hostname is empty."""
+    beats = []
+    for component in HEALTH_COMPONENTS:
+        entry = doc.get(component)
+        if isinstance(entry, Mapping):
+            ts = parse_timestamp(entry.get(f"latest_{component}_heartbeat"))
+            if ts is not None:
+                beats.append(ComponentHeartbeat(component, "", ts))
+    return beats
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -366,14 +379,20 @@ class RestApiSource:
                     # The API moved under us (an upgrade in place): detect now, not next poll.
                     flavor = self._detect()
                     version = self._detected_version or ""
-            health = parse_health(self._get(flavor, flavor.health_path))
+            health_doc = self._get(flavor, flavor.health_path)
             errors = self._import_errors(flavor)
             pools = self._pools(flavor)
         except SourceError:
             # Detect again next time: the server may have been upgraded or replaced meanwhile.
             self._flavor = None
             raise
-        return ApiState(version=version, health=health, import_errors=errors, pools=pools)
+        return ApiState(
+            version=version,
+            health=parse_health(health_doc),
+            heartbeats=parse_heartbeats(health_doc),
+            import_errors=errors,
+            pools=pools,
+        )
 
     def close(self) -> None:
         self._http.close()

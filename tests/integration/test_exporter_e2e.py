@@ -353,3 +353,34 @@ def test_killed_scheduler_ages_its_heartbeat_and_turns_unhealthy(airflow_stack: 
         airflow_stack.start_component("scheduler")
     scrape.wait("airflow_component_healthy", lambda v: v == 1, component="scheduler", timeout=180)
     assert min(scrape.values("airflow_component_heartbeat_age_seconds", component="scheduler")) < 30
+
+
+def test_api_only_deployment_reports_component_heartbeats(airflow_stack: Any) -> None:
+    """Managed Airflow often gives no access to the metadata DB: the health endpoint stands in."""
+    config = Config(
+        service=ServiceConfig(port=0, poll_interval=1.0),
+        deployments={
+            "managed": DeploymentConfig(
+                api=ApiConfig(
+                    url=airflow_stack.api_url,
+                    username=airflow_stack.username,
+                    password=Secret(airflow_stack.password),
+                )
+            )
+        },
+    )
+    service = OpsService(config)
+    service.start()
+    try:
+        scrape = Scraper(service.url)
+        age = scrape.wait(
+            "airflow_component_heartbeat_age_seconds",
+            lambda v: v is not None,
+            component="scheduler",
+            timeout=60,
+        )
+        assert age is not None and 0 <= age < 60
+        assert scrape.value("airflow_ops_up", source="metadb") is None
+        assert scrape.value("airflow_dags", state="active") is None
+    finally:
+        service.stop()

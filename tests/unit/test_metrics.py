@@ -153,6 +153,17 @@ def test_failed_source_blanks_only_its_part() -> None:
     assert value(text, "airflow_dags", state="active") == 2
 
 
+def test_api_heartbeats_stand_in_only_without_a_metadata_db() -> None:
+    snap = full_snapshot()
+    api = ApiState("3.3.2", heartbeats=[ComponentHeartbeat("scheduler", "", NOW - 9)])
+    with_db = Snapshot(snap.deployment, NOW, snap.sources, db=snap.db, api=api)
+    assert value(render([with_db]), "airflow_component_heartbeat_age_seconds", component="scheduler") == 4
+    db_down = Snapshot(snap.deployment, NOW, snap.sources, db=None, api=api)
+    assert "airflow_component_heartbeat_age_seconds{" not in render([db_down])
+    api_only = Snapshot(snap.deployment, NOW, {"api": SourceStatus("api", True, 0.1)}, api=api)
+    assert value(render([api_only]), "airflow_component_heartbeat_age_seconds", component="scheduler") == 9
+
+
 def test_task_labels_are_opt_in() -> None:
     assert 'task_id="extract"' not in render([full_snapshot()])
     text = render([full_snapshot()], MetricsConfig(task_labels=True))

@@ -17,12 +17,13 @@ from airflow_ops.airflow.rest import (
     display_url,
     jwt_claims,
     parse_health,
+    parse_heartbeats,
     parse_import_error,
     parse_pool,
     parse_timestamp,
     token_refresh_at,
 )
-from airflow_ops.snapshot import PoolSlots
+from airflow_ops.snapshot import ComponentHeartbeat, PoolSlots
 
 V2, V1 = (next(f for f in API_FLAVORS if f.name == n) for n in ("v2", "v1"))
 
@@ -153,6 +154,8 @@ def test_health_omits_components_that_never_ran() -> None:
         "something_new": {"status": "healthy"},
     }
     assert parse_health(doc) == {"metadatabase": True, "scheduler": False}
+    # Only a component with a readable heartbeat time gets a heartbeat (the host is not known).
+    assert parse_heartbeats(doc) == [ComponentHeartbeat("scheduler", "", 1704067200.0)]
     assert set(HEALTH_COMPONENTS) == {"metadatabase", "scheduler", "triggerer", "dag_processor"}
 
 
