@@ -19,7 +19,8 @@ import psycopg2.errors
 import pytest
 from psycopg2 import sql
 
-from airflow_ops.airflow.metadb import MetadataDbSource, Queries
+from airflow_ops.airflow.metadb import MetadataDbSource
+from airflow_ops.airflow.metadb_queries import Queries
 from airflow_ops.airflow.schema import SchemaProfile, detect_profile, profile_for_columns, read_columns
 from airflow_ops.airflow.source import SourceError
 from airflow_ops.config import DatabaseConfig, MetricsConfig, Secret
