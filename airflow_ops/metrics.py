@@ -12,14 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-
 from .config import MetricsConfig
+from .exposition import Family
 from .snapshot import LIVE_TI_STATES, WAITING_TI_STATES, Histogram, Snapshot
 
 MetricType = Literal["gauge", "counter", "histogram"]
@@ -228,11 +222,10 @@ class RenderContext:
 
 
 def labels_of(spec: MetricSpec, config: MetricsConfig) -> tuple[str, ...]:
-    """The labels a metric carries with this config (deployment first)."""
-    labels = spec.labels
+    """The labels a metric carries with this config, besides deployment (which every series has)."""
     if config.task_labels and spec.name in TASK_LABELLED:
-        labels = ("dag_id", "task_id", *labels[1:])
-    return ("deployment", *labels)
+        return ("dag_id", "task_id", *spec.labels[1:])
+    return spec.labels
 
 
 # ---------------------------------------------------------------- producers
@@ -514,12 +507,15 @@ if _missing:  # pragma: no cover - guards the contract at import time
 # ---------------------------------------------------------------- rendering
 
 
-def _cost(value: float | Histogram) -> int:
-    return len(value.counts) + 2 if isinstance(value, Histogram) else 1
+def _series(spec: MetricSpec, rows: list[Sample]) -> int:
+    """How many series these rows expose (a histogram: its buckets, +Inf, _count and _sum)."""
+    if spec.type != "histogram":
+        return len(rows)
+    return sum(len(hist.counts) + 2 for _, hist in rows)  # type: ignore[union-attr]
 
 
 class SnapshotRenderer:
-    """Turns snapshots into Prometheus metric families, enforcing the per-deployment series budget.
+    """Turns snapshots into metric families, enforcing the per-deployment series budget.
 
     The budget keeps every non-DAG series and then whole DAGs in dag_id order, so the same DAGs
     stay exported from one poll to the next instead of flapping."""
@@ -528,30 +524,35 @@ class SnapshotRenderer:
         self.config = config
         self._dropped_total: dict[str, int] = {}
 
-    def families(self, snapshots: Sequence[Snapshot]) -> list[Metric]:
-        samples: dict[str, list[tuple[tuple[str, ...], float | Histogram]]] = {s.name: [] for s in CATALOGUE}
+    def families(self, snapshots: Sequence[Snapshot]) -> list[Family]:
+        groups: dict[str, list[tuple[str, list[Sample]]]] = {s.name: [] for s in CATALOGUE}
         for snap in snapshots:
             ctx = RenderContext(self.config)
             produced = {name: list(_PRODUCERS[name](snap, ctx)) for name in _PRODUCERS}
-            kept, dropped = self._apply_budget(produced)
+            kept, series, dropped = self._apply_budget(produced)
             self._dropped_total[snap.deployment] = self._dropped_total.get(snap.deployment, 0) + dropped
-            series = sum(_cost(v) for rows in kept.values() for _, v in rows) + 2
-            kept["airflow_ops_series"] = [((), float(series))]
+            kept["airflow_ops_series"] = [((), float(series + 2))]
             kept["airflow_ops_series_dropped_total"] = [((), float(self._dropped_total[snap.deployment]))]
             for name, rows in kept.items():
-                samples[name].extend(((snap.deployment, *labels), v) for labels, v in rows)
-        return [self._family(spec, samples[spec.name]) for spec in CATALOGUE]
+                groups[name].append((snap.deployment, rows))
+        return [
+            Family(spec.name, spec.type, spec.help, labels_of(spec, self.config), groups[spec.name])
+            for spec in CATALOGUE
+        ]
 
-    def _apply_budget(self, produced: dict[str, list[Sample]]) -> tuple[dict[str, list[Sample]], int]:
+    def _apply_budget(self, produced: dict[str, list[Sample]]) -> tuple[dict[str, list[Sample]], int, int]:
+        """(rows kept, series kept, series dropped)."""
         budget = self.config.series_budget
-        base = sum(_cost(v) for name, rows in produced.items() if not SPECS[name].per_dag for _, v in rows)
+        total = sum(_series(SPECS[name], rows) for name, rows in produced.items())
+        if total <= budget:
+            return produced, total, 0
+        base = sum(_series(SPECS[name], rows) for name, rows in produced.items() if not SPECS[name].per_dag)
         per_dag: dict[str, int] = {}
         for name, rows in produced.items():
-            if SPECS[name].per_dag:
-                for labels, v in rows:
-                    per_dag[labels[0]] = per_dag.get(labels[0], 0) + _cost(v)
-        if base + sum(per_dag.values()) <= budget:
-            return produced, 0
+            spec = SPECS[name]
+            if spec.per_dag:
+                for row in rows:
+                    per_dag[row[0][0]] = per_dag.get(row[0][0], 0) + _series(spec, [row])
         allowed, used, dropped = set(), base, 0
         for dag_id in sorted(per_dag):
             if used + per_dag[dag_id] <= budget:
@@ -563,36 +564,7 @@ class SnapshotRenderer:
             name: rows if not SPECS[name].per_dag else [r for r in rows if r[0][0] in allowed]
             for name, rows in produced.items()
         }
-        return kept, dropped
-
-    def _family(self, spec: MetricSpec, rows: list[tuple[tuple[str, ...], float | Histogram]]) -> Metric:
-        labels = list(labels_of(spec, self.config))
-        if spec.type == "gauge":
-            fam: Metric = GaugeMetricFamily(spec.name, spec.help, labels=labels)
-            for label_values, value in rows:
-                fam.add_metric(list(label_values), value)
-        elif spec.type == "counter":
-            fam = CounterMetricFamily(spec.name.removesuffix("_total"), spec.help, labels=labels)
-            for label_values, value in rows:
-                fam.add_metric(list(label_values), value)
-        else:
-            fam = HistogramMetricFamily(spec.name, spec.help, labels=labels)
-            for label_values, hist in rows:
-                assert isinstance(hist, Histogram)
-                fam.add_metric(list(label_values), _buckets(hist), hist.total)
-        return fam
-
-
-def _buckets(hist: Histogram) -> list[tuple[str, float]]:
-    out, running = [], 0
-    for bound, n in zip((*hist.bounds, float("inf")), hist.counts, strict=True):
-        running += n
-        out.append(("+Inf" if bound == float("inf") else _le(bound), float(running)))
-    return out
-
-
-def _le(bound: float) -> str:
-    return repr(float(bound))
+        return kept, used, dropped
 
 
 def catalogue_markdown() -> str:

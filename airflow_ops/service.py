@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client import exposition as text_exposition
-from prometheus_client.core import Metric
-from prometheus_client.openmetrics import exposition as om_exposition
-
 from .config import Config
+from .exposition import (
+    OPENMETRICS_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    Family,
+    encode_openmetrics,
+    encode_text,
+    wants_openmetrics,
+)
 from .metrics import SnapshotRenderer
 from .poller import DeploymentPoller
 from .snapshot import Snapshot, to_jsonable
@@ -34,34 +37,23 @@ from .snapshot import Snapshot, to_jsonable
 log = logging.getLogger(__name__)
 
 
-class _Families:
-    """A prometheus_client collector over an already-built list of families."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> list[Metric]:
-        return self._families
-
-
 @dataclass
 class Rendered:
-    """One render of the latest snapshots, encoded lazily once per format."""
+    """One render of the latest snapshots: Prometheus text encoded up front, OpenMetrics on the
+    first request that asks for it."""
 
-    families: list[Metric]
+    families: list[Family]
     snapshots: Sequence[Snapshot]
-    _encoded: dict[str, bytes] = field(default_factory=dict)
+    _encoded: dict[bool, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def encode(self, openmetrics: bool) -> bytes:
-        key = "om" if openmetrics else "text"
         with self._lock:
-            if key not in self._encoded:
-                registry = CollectorRegistry(auto_describe=False)
-                registry.register(_Families(self.families))
-                gen = om_exposition.generate_latest if openmetrics else text_exposition.generate_latest
-                self._encoded[key] = gen(registry)
-            return self._encoded[key]
+            if openmetrics not in self._encoded:
+                self._encoded[openmetrics] = (encode_openmetrics if openmetrics else encode_text)(
+                    self.families
+                )
+            return self._encoded[openmetrics]
 
 
 class OpsService:
@@ -222,9 +214,8 @@ def _handler_for(service: OpsService) -> type[BaseHTTPRequestHandler]:
             if rendered is None:
                 self._send(503, b"no poll has completed yet\n")
                 return
-            accept = self.headers.get("Accept", "")
-            openmetrics = "application/openmetrics-text" in accept
-            ctype = om_exposition.CONTENT_TYPE_LATEST if openmetrics else text_exposition.CONTENT_TYPE_LATEST
+            openmetrics = wants_openmetrics(self.headers.get("Accept", ""))
+            ctype = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
             self._send(200, rendered.encode(openmetrics), ctype)
 
         def _healthz(self) -> None:

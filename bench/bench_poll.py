@@ -487,9 +487,9 @@ def measure_render(
         enc_ms.append((done - built) * 1000)
         for fam in families:
             if fam.name == "airflow_ops_series":
-                series = int(fam.samples[0].value)
-            if fam.name == "airflow_ops_series_dropped":
-                dropped = int(fam.samples[0].value)
+                series = int(fam.groups[0][1][0][1])  # type: ignore[arg-type]
+            if fam.name == "airflow_ops_series_dropped_total":
+                dropped = int(fam.groups[0][1][0][1])  # type: ignore[arg-type]
 
     def render_once() -> None:
         Rendered(SnapshotRenderer(metrics).families([snap]), [snap]).encode(openmetrics=False)
