@@ -11,8 +11,6 @@ import click
 
 from .config import Config, ConfigError, load_config, mask
 
-log = logging.getLogger("airflow_ops")
-
 
 class _MaskSecrets(logging.Filter):
     """Last line of defence: no configured secret reaches a log line, even inside a library error."""

@@ -36,7 +36,6 @@ import pickle
 import pstats
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ import psycopg2
 from psycopg2 import sql
 
 from airflow_ops.config import DatabaseConfig, MetricsConfig, Secret
+from airflow_ops.devstack.ports import free_port
 from airflow_ops.metrics import SnapshotRenderer
 from airflow_ops.service import Rendered
 from airflow_ops.snapshot import LIVE_TI_STATES, DbState, Histogram, RunHistory, Snapshot, SourceStatus
@@ -527,12 +527,6 @@ class ServiceResult:
     ready_s: float
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _proc_status(pid: int) -> dict[str, float]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -615,7 +609,7 @@ def measure_service(
 ) -> ServiceResult:
     """``airflow-ops serve`` (the production entry point) polling the benchmark database while
     advance() plays the scheduler."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="airflow-ops-bench-") as tmp:
         cfg = Path(tmp) / "config.yaml"
@@ -639,7 +633,7 @@ def measure_service(
 def measure_saturated_service(state: DbState, seconds: float) -> ServiceResult:
     """The service rendering every per-DAG series of ``state`` every second
     (``bench.saturated_service``): its memory in the worst case for rendering."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="airflow-ops-bench-") as tmp:
         state_file = Path(tmp) / "state.pickle"

@@ -11,6 +11,7 @@ the first time either is requested; worth it when a run uses both.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -111,3 +112,16 @@ def airflow2(_stack_pool: _StackPool) -> AirflowStack:
 def airflow_stack(request: pytest.FixtureRequest) -> AirflowStack:
     """Each test using this runs once against Airflow 3 and once against Airflow 2."""
     return request.getfixturevalue("airflow3" if request.param == "af3" else "airflow2")
+
+
+@pytest.fixture(scope="session")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1, made with the openssl CLI, for TLS tests."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -9,6 +9,7 @@ import select
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
 
 from airflow_ops.devstack.ports import free_port
 
@@ -101,3 +102,13 @@ class LoopbackProxy:
                 while isinstance(src, ssl.SSLSocket) and src.pending():
                     data += src.recv(src.pending())
                 peers[src].sendall(data)
+
+
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts TCP but never answers: the kernel completes handshakes and
+    nobody ever reads or writes. For testing that clients time out."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        yield silent.getsockname()[1]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Iterator
 
 import kombu
 import pytest
-from loopback_proxy import LoopbackProxy, free_port
+from loopback_proxy import LoopbackProxy, free_port, silent_port
 
 from airflow_ops.airflow.broker import BrokerSource, redact_url
 from airflow_ops.airflow.source import SourceError
@@ -133,10 +132,8 @@ def test_broker_going_away_and_coming_back(kind: str, queue_name: str) -> None:
 def test_silent_broker_times_out(kind: str) -> None:
     """A peer that accepts TCP but never answers must not hold the poll beyond the timeout."""
     scheme, userinfo, path, _ = BROKERS[kind]
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)  # the kernel completes handshakes; nobody ever reads or writes
-        src = source_for(f"{scheme}://{userinfo}127.0.0.1:{silent.getsockname()[1]}{path}", "q", timeout=0.5)
+    with silent_port() as port:
+        src = source_for(f"{scheme}://{userinfo}127.0.0.1:{port}{path}", "q", timeout=0.5)
         started = time.monotonic()
         with pytest.raises(SourceError) as err:
             src.poll(time.time())

@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -25,7 +24,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from loopback_proxy import LoopbackProxy, free_port
+from loopback_proxy import LoopbackProxy, free_port, silent_port
 
 from airflow_ops.airflow.rest import RestApiSource
 from airflow_ops.airflow.source import SourceError
@@ -360,10 +359,8 @@ def test_stopped_api_is_a_connect_error_then_recovers(airflow_stack: AirflowStac
 
 
 def test_silent_server_times_out() -> None:
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)  # handshakes complete in the kernel; nothing ever answers
-        src = RestApiSource("test", ApiConfig(url=f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5))
+    with silent_port() as port:
+        src = RestApiSource("test", ApiConfig(url=f"http://127.0.0.1:{port}", timeout=0.5))
         started = time.monotonic()
         with pytest.raises(SourceError) as err:
             src.poll(time.time())
@@ -390,18 +387,6 @@ def test_a_server_that_is_not_airflow_is_a_protocol_error(tmp_path: Path) -> Non
 
 
 # ----------------------------------------------------------------- TLS
-
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # verify_tls=False

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -73,13 +72,10 @@ def test_two_deployments_of_both_majors_in_one_service(databases: dict[str, str]
         service.stop()
 
 
-def test_ready_only_after_first_poll_and_tls(databases: dict[str, str], tmp_path: Path) -> None:
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+def test_ready_only_after_first_poll_and_tls(
+    databases: dict[str, str], self_signed: tuple[Path, Path]
+) -> None:
+    cert, key = self_signed
     service = OpsService(_config(databases, tls=TlsConfig(cert_file=str(cert), key_file=str(key))))
     assert not service.ready
     service.start()
