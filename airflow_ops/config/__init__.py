@@ -19,89 +19,19 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from .alerting import AlertingConfig
+from .base import ConfigError, Secret, _Model, parse_duration
+
+__all__ = ["AlertingConfig", "Config", "ConfigError", "Secret", "load_config", "mask", "parse_duration"]
+
 ENV_PREFIX = "AIRFLOW_OPS__"
 CONFIG_ENV = "AIRFLOW_OPS_CONFIG"
-
-
-class ConfigError(Exception):
-    """A configuration problem, already phrased for the operator (file, key, reason)."""
-
-
-class Secret(str):
-    """A str that never shows itself in repr, logs or tracebacks."""
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    @property
-    def value(self) -> str:
-        return str.__str__(self)
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
-        from pydantic_core import core_schema
-
-        return core_schema.no_info_after_validator_function(
-            cls, core_schema.str_schema(), serialization=core_schema.to_string_ser_schema()
-        )
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(value: Any) -> float:
-    """'30s', '5m', '1h', '250ms' or a number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m or 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h)")
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _resolve_secret_sources(cls, data: Any, info: ValidationInfo) -> Any:
-        environ = (info.context or {}).get("environ", os.environ)
-        if not isinstance(data, Mapping):
-            return data
-        out = dict(data)
-        for key in list(out):
-            for suffix in ("_env", "_file"):
-                base = key[: -len(suffix)] if key.endswith(suffix) else None
-                if base is None or base not in cls.model_fields:
-                    continue
-                if out.get(base) is not None:
-                    raise ValueError(f"give either {base} or {key}, not both")
-                ref = out.pop(key)
-                if suffix == "_env":
-                    if ref not in environ:
-                        raise ValueError(f"{key}: environment variable {ref} is not set")
-                    out[base] = environ[ref]
-                else:
-                    try:
-                        out[base] = Path(ref).read_text().strip()
-                    except OSError as e:
-                        raise ValueError(f"{key}: cannot read {ref}: {e.strerror}") from None
-        return out
 
 
 def _duration_field(default: float) -> Any:
@@ -274,6 +204,7 @@ class Config(_Model):
     service: ServiceConfig = ServiceConfig()
     metrics: MetricsConfig = MetricsConfig()
     deployments: dict[str, DeploymentConfig] = Field(default_factory=dict)
+    alerting: AlertingConfig | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("deployments")

@@ -1,0 +1,1 @@
+"""Alerting: rules evaluated over the exported samples, routed Alertmanager-style to receivers."""

@@ -1,0 +1,216 @@
+"""The values the alerting pipeline passes along: samples in, alerts, notifications out.
+
+Everything here is plain data with a JSON form, because alert state, the notification log and
+the outbox live in the ops store and must survive a restart unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from ..exposition import DEPLOYMENT, Family
+from ..snapshot import Histogram
+
+ALERTNAME = "alertname"
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """A stable identity for a label set (the same in every process and across restarts)."""
+    blob = "\x1e".join(f"{k}\x1f{labels[k]}" for k in sorted(labels))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series' value at an instant; ``name`` is the series name (``x_total``, ``x_count``…)."""
+
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
+
+def samples_of(families: Iterable[Family]) -> list[Sample]:
+    """The instant vector Prometheus would scrape from these families (histograms as their
+    ``_bucket``/``_count``/``_sum`` series, counters as ``_total``)."""
+    out: list[Sample] = []
+    for fam in families:
+        for deployment, rows in fam.groups:
+            for values, value in rows:
+                labels = dict(zip(fam.labels, values, strict=True))
+                labels[DEPLOYMENT] = deployment
+                if isinstance(value, Histogram):
+                    cumulative = 0
+                    for bound, count in zip((*value.bounds, float("inf")), value.counts, strict=True):
+                        cumulative += count
+                        le = "+Inf" if bound == float("inf") else _go_float(bound)
+                        out.append(Sample(fam.name + "_bucket", {**labels, "le": le}, float(cumulative)))
+                    out.append(Sample(fam.name + "_count", labels, float(value.count)))
+                    out.append(Sample(fam.name + "_sum", labels, value.total))
+                else:
+                    name = fam.name + "_total" if fam.type == "counter" else fam.name
+                    out.append(Sample(name, labels, float(value)))
+    return out
+
+
+def _go_float(v: float) -> str:
+    from prometheus_client.utils import floatToGoString
+
+    return floatToGoString(v)
+
+
+class AlertState(str, Enum):
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass
+class Alert:
+    """One alert instance of a rule (Prometheus semantics).
+
+    ``labels`` is the full identity: the series' labels without ``__name__``, plus the rule's
+    labels, plus ``alertname``. Times are epoch seconds.
+    """
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    state: AlertState
+    value: float
+    active_at: float  # when the condition was first seen true (pending since)
+    fired_at: float | None = None
+    resolved_at: float | None = None
+    last_seen_at: float | None = None  # last evaluation where the condition held (keep_firing_for)
+    generator_url: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.labels[ALERTNAME]
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.labels)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["state"] = self.state.value
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Alert:
+        return cls(**{**d, "state": AlertState(d["state"])})
+
+
+@dataclass(frozen=True)
+class Notification:
+    """What one receiver is told about one alert group at one flush.
+
+    ``status`` is ``firing`` if any alert in it is firing, else ``resolved``. ``context`` carries
+    extra facts gathered at flush time (e.g. the failed tasks and their log tail for a DAG
+    failure), keyed by alert fingerprint.
+    """
+
+    receiver: str
+    group_key: str
+    group_labels: dict[str, str]
+    alerts: tuple[Alert, ...]
+    created_at: float
+    external_url: str = ""
+    reminder: bool = False  # sent because repeat_interval elapsed, nothing changed
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "firing" if self.firing else "resolved"
+
+    @property
+    def firing(self) -> list[Alert]:
+        return [a for a in self.alerts if a.state is AlertState.FIRING]
+
+    @property
+    def resolved(self) -> list[Alert]:
+        return [a for a in self.alerts if a.state is AlertState.RESOLVED]
+
+    @property
+    def common_labels(self) -> dict[str, str]:
+        return _common(a.labels for a in self.alerts)
+
+    @property
+    def common_annotations(self) -> dict[str, str]:
+        return _common(a.annotations for a in self.alerts)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["alerts"] = [a.to_json() for a in self.alerts]
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Notification:
+        d = json.loads(text)
+        d["alerts"] = tuple(Alert.from_json(a) for a in d["alerts"])
+        return cls(**d)
+
+
+def _common(maps: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    it = iter(maps)
+    first = next(it, None)
+    if first is None:
+        return {}
+    common = dict(first)
+    for m in it:
+        common = {k: v for k, v in common.items() if m.get(k) == v}
+    return common
+
+
+@dataclass(frozen=True)
+class NflogEntry:
+    """The notification log: what a receiver was last told about a group (Alertmanager's nflog)."""
+
+    receiver: str
+    group_key: str
+    firing: frozenset[str]  # fingerprints
+    resolved: frozenset[str]
+    sent_at: float
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """``name op value`` with op one of = != =~ !~ (regexes are fully anchored)."""
+
+    name: str
+    op: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Silence:
+    id: str
+    matchers: tuple[Matcher, ...]
+    starts_at: float
+    ends_at: float
+    created_by: str
+    comment: str
+    expired_at: float | None = None  # set when expired by hand before ends_at
+
+    def active(self, now: float) -> bool:
+        end = self.ends_at if self.expired_at is None else min(self.ends_at, self.expired_at)
+        return self.starts_at <= now < end
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A rendered-later notification waiting for delivery (retried until delivered)."""
+
+    id: int
+    receiver: str  # receiver name
+    integration: str  # e.g. "slack[0]", "email[1]" — one item per integration of the receiver
+    group_key: str
+    payload: str  # Notification.to_json()
+    created_at: float
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
