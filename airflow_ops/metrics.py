@@ -8,6 +8,7 @@ Every series carries ``deployment`` (added here, never listed per metric).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -66,6 +67,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "gauge",
         "Seconds since a component's newest heartbeat on a host (hostname empty when read from the API).",
         "component,hostname",
+    ),
+    _spec(
+        "airflow_component_newest_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since any host of the component last heartbeat; always exported for the scheduler and"
+        " for every component the deployment has run (+Inf if never), so a vanished component reads old.",
+        "component",
     ),
     _spec(
         "airflow_component_healthy",
@@ -168,6 +176,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Task tries that ended, each counted once; state up_for_retry is a failed try that will be retried"
         " (task_id with metrics.task_labels).",
         "dag_id,state",
+    ),
+    _spec(
+        "airflow_task_failing_streak",
+        "gauge",
+        "Consecutive recent runs (up to metrics.success_ratio_runs) in which the task failed; only tasks"
+        " of failing DAGs that failed in the last run are exported.",
+        "dag_id,task_id",
     ),
     _spec(
         "airflow_task_instances_stale_heartbeat",
@@ -287,6 +302,25 @@ def _heartbeats(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
         beats = snap.api.heartbeats if snap.api else ()
     for hb in beats:
         yield (hb.component, hb.hostname), _age(snap, hb.last_heartbeat)
+
+
+@_producer("airflow_component_newest_heartbeat_age_seconds")
+def _newest_heartbeats(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
+    newest: dict[str, float | None] = {"scheduler": None}
+    if "metadb" in snap.sources:
+        if not snap.db:
+            return  # the source failed this poll: export nothing rather than a false +Inf
+        newest.update(snap.db.newest_heartbeats)
+    elif snap.api:
+        for hb in snap.api.heartbeats:
+            newest[hb.component] = max(newest.get(hb.component) or 0.0, hb.last_heartbeat)
+    else:
+        return
+    for component, ts in sorted(newest.items()):
+        if ts is not None:
+            yield (component,), _age(snap, ts)
+        elif component == "scheduler":
+            yield (component,), math.inf
 
 
 @_producer("airflow_component_healthy")
@@ -452,6 +486,13 @@ def _tasks_finished(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
 
 def _sort_key(item: tuple[tuple[str | None, ...], object]) -> tuple[str, ...]:
     return tuple(p or "" for p in item[0])
+
+
+@_producer("airflow_task_failing_streak")
+def _failing_streaks(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
+    if snap.db:
+        for (dag_id, task_id), n in snap.db.task_failing_streaks.items():
+            yield (dag_id, task_id), float(n)
 
 
 @_producer("airflow_task_instances_stale_heartbeat")

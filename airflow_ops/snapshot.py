@@ -148,6 +148,10 @@ class DbState:
     task_groups: Sequence[TaskInstanceGroup] = ()
     stale_heartbeat_task_instances: int = 0
     heartbeats: Sequence[ComponentHeartbeat] = ()
+    # component -> newest heartbeat of any host ever (None: the deployment never ran one)
+    newest_heartbeats: Mapping[str, float | None] = field(default_factory=dict)
+    # (dag_id, task_id) -> consecutive recent runs in which the task failed (failing tasks only)
+    task_failing_streaks: Mapping[tuple[str, str], int] = field(default_factory=dict)
     tables: Sequence[TableStats] = ()
     history: RunHistory = field(default_factory=RunHistory)
 

@@ -34,6 +34,7 @@ from airflow_ops.airflow.run_tracker import (
     RunRow,
     RunTracker,
     TiRow,
+    failing_streaks,
     from_epoch,
     health_from_recent,
     to_epoch,
@@ -97,6 +98,9 @@ class MetadataDbSource:
         self._tracker = RunTracker(metrics, self._history, self._health)
         self._tables: tuple[TableStats, ...] = ()
         self._tables_at: float | None = None
+        # dag_id -> (the health window it was computed for, task streaks): recomputed only when
+        # a failing DAG's window of recent runs changes.
+        self._streaks: dict[str, tuple[tuple[tuple[int, str], ...], dict[str, int]]] = {}
         self._secrets = _secrets_of(db.dsn.value)
         # DB time per statement name in the last poll (self-observability, benchmarks).
         self.last_query_seconds: dict[str, float] = {}
@@ -193,6 +197,8 @@ class MetadataDbSource:
             task_groups=self._read_task_groups(),
             stale_heartbeat_task_instances=self._read_stale_heartbeats(now),
             heartbeats=self._read_heartbeats(now),
+            newest_heartbeats=self._read_newest_heartbeats(),
+            task_failing_streaks=self._read_failing_streaks(),
             tables=self._read_tables(now),
             history=self._history.freeze(),
         )
@@ -270,6 +276,41 @@ class MetadataDbSource:
             for job_type, hostname, beat in self._fetch("heartbeats", self._queries.heartbeats, params)
         ]
         return tuple(sorted(beats, key=lambda b: (b.component, b.hostname)))
+
+    def _read_newest_heartbeats(self) -> dict[str, float | None]:
+        assert self._profile is not None and self._queries is not None
+        component_of = self._profile.component_by_job_type
+        params = {"job_types": list(component_of)}
+        newest: dict[str, float | None] = {}
+        for job_type, beat in self._fetch("newest_heartbeats", self._queries.newest_heartbeats, params):
+            component = component_of[job_type]
+            ts = to_epoch(beat)
+            if newest.get(component) is None or (ts is not None and ts > (newest[component] or 0.0)):
+                newest[component] = ts
+        return newest
+
+    def _read_failing_streaks(self) -> dict[tuple[str, str], int]:
+        """Tasks failing across consecutive runs, within the recent-runs window of failing DAGs."""
+        assert self._queries is not None
+        failing = {
+            dag_id: h for dag_id, h in self._health.dags.items() if h.last_state == "failed" and h.window
+        }
+        self._streaks = {d: v for d, v in self._streaks.items() if d in failing}
+        stale = {d: h for d, h in failing.items() if self._streaks.get(d, ((), {}))[0] != h.key()}
+        if stale:
+            ids = [pk for h in stale.values() for pk, _, _ in h.window]
+            failed_by_run: dict[int, list[str]] = {}
+            for chunk in _chunks(ids, TI_RUNS_PER_QUERY):
+                rows = self._fetch("failed_tis", self._queries.failed_tis, {"ids": list(chunk)})
+                for run_pk, task_id in rows:
+                    failed_by_run.setdefault(run_pk, []).append(task_id)
+            for dag_id, h in stale.items():
+                self._streaks[dag_id] = (h.key(), failing_streaks(h.window, failed_by_run))
+        return {
+            (dag_id, task_id): n
+            for dag_id, (_, streaks) in sorted(self._streaks.items())
+            for task_id, n in sorted(streaks.items())
+        }
 
     def _read_tables(self, now: float) -> tuple[TableStats, ...]:
         assert self._queries is not None

@@ -61,6 +61,23 @@ WHERE j.job_type = ANY(%(job_types)s) AND j.latest_heartbeat > %(since)s
 ORDER BY j.job_type, j.hostname, j.latest_heartbeat DESC
 """
 
+# The newest heartbeat of each component type over ALL its rows (not just the lookback), so a
+# component that stopped long ago still reads as old instead of vanishing: one backward step of
+# job_type_heart per type.
+_NEWEST_HEARTBEATS_SQL = """
+SELECT t.job_type, (SELECT max(j.latest_heartbeat) FROM job j WHERE j.job_type = t.job_type)
+FROM unnest(%(job_types)s::text[]) AS t(job_type)
+"""
+
+# Failed task instances of given runs (the recent windows of failing DAGs only): primary key /
+# (dag_id, run_id) index per run.
+_FAILED_TIS_SQL = """
+SELECT r.id, ti.task_id
+FROM dag_run r
+JOIN task_instance ti ON ti.dag_id = r.dag_id AND ti.run_id = r.run_id
+WHERE r.id = ANY(%(ids)s) AND ti.state = 'failed'
+"""
+
 # Catalog only: planner estimates and sizes of the tables in Airflow's schema.
 _TABLES_SQL = """
 SELECT c.relname,
@@ -127,6 +144,8 @@ class Queries:
     task_groups: str
     stale_heartbeat: str
     heartbeats: str
+    newest_heartbeats: str
+    failed_tis: str
     tables: str
     recent_finished: str
     recent_finished_undated: str | None
@@ -150,6 +169,8 @@ class Queries:
                 heartbeat_join=p.ti_heartbeat_join, heartbeat=p.ti_heartbeat_expr
             ),
             heartbeats=_HEARTBEATS_SQL,
+            newest_heartbeats=_NEWEST_HEARTBEATS_SQL,
+            failed_tis=_FAILED_TIS_SQL,
             tables=_TABLES_SQL,
             recent_finished=_RECENT_FINISHED_SQL.format(**date),
             recent_finished_undated=_RECENT_FINISHED_UNDATED_SQL.format(**date) if undated else None,

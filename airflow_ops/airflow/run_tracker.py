@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -155,6 +155,10 @@ class DagHealth:
         elif self.failing_since is None:
             self.failing_since = end
 
+    def key(self) -> tuple[tuple[int, str], ...]:
+        """The window's runs and outcomes: what facts derived from the window depend on."""
+        return tuple((pk, state) for pk, state, _ in self.window)
+
     def freeze(self, dag_id: str, oldest_running: float | None) -> DagRunHealth:
         ratio = None
         if self.window:
@@ -189,6 +193,23 @@ def health_from_recent(recent: Iterable[tuple[int, str, float | None]], size: in
     ]
     health.failing_since = min(failures_after) if failures_after else None
     return health, False
+
+
+def failing_streaks(
+    window: Iterable[tuple[int, str, float | None]], failed_tasks: Mapping[int, Iterable[str]]
+) -> dict[str, int]:
+    """Per task, the number of consecutive newest runs of the window (oldest first, as
+    DagHealth keeps it) in which the task failed. A run the task did not fail in ends its streak."""
+    streaks: dict[str, int] = {}
+    active: set[str] | None = None  # tasks failing in every run walked so far (newest first)
+    for run_pk, _state, _end in reversed(list(window)):
+        failed = set(failed_tasks.get(run_pk, ()))
+        active = failed if active is None else active & failed
+        if not active:
+            break
+        for task_id in active:
+            streaks[task_id] = streaks.get(task_id, 0) + 1
+    return streaks
 
 
 # ------------------------------------------------------------------ run / TI tracking

@@ -485,6 +485,69 @@ def test_heartbeats_per_component_including_a_killed_scheduler(
     assert {(b.component, b.hostname): b.last_heartbeat for b in poll(source).heartbeats} == beats
 
 
+def test_newest_heartbeat_per_component_outlives_the_lookback(
+    airflow_db: AirflowDb, make_source: Callable[..., MetadataDbSource]
+) -> None:
+    """A component that stopped before the lookback has no per-host series any more, but its
+    newest heartbeat still reads old: the "vanished heartbeat" alert needs exactly that."""
+    now = time.time()
+    source = make_source(heartbeat_lookback="1h")
+    # A fresh deployment: no component ever ran, and none is reported as if it had.
+    assert poll(source).newest_heartbeats == {"scheduler": None, "triggerer": None, "dag_processor": None}
+    airflow_db.add_job("SchedulerJob", "sched-a", "running", now - 7200)
+    airflow_db.add_job("SchedulerJob", "sched-b", "running", now - 30)
+    airflow_db.add_job("TriggererJob", "trig-1", "running", now - 3 * 86400)
+    state = poll(source)
+    assert {b.component for b in state.heartbeats} == {"scheduler"}  # the triggerer aged out
+    newest = state.newest_heartbeats
+    assert newest["dag_processor"] is None
+    assert newest["scheduler"] == pytest.approx(now - 30, abs=0.01)
+    assert newest["triggerer"] == pytest.approx(now - 3 * 86400, abs=0.01)
+
+
+def test_a_task_failing_across_consecutive_runs_has_a_streak(
+    airflow_db: AirflowDb, make_source: Callable[..., MetadataDbSource]
+) -> None:
+    db = airflow_db
+    db.add_dag("etl")
+    db.add_dag("fine")
+    t = T0
+
+    def run(dag_id: str, state: str, failed: tuple[str, ...], ok: tuple[str, ...] = ("load",)) -> int:
+        nonlocal t
+        t += 100
+        pk, run_id = db.add_run(dag_id, state, start=t - 10, end=t)
+        for task_id in failed:
+            db.add_ti(dag_id, run_id, task_id, "failed", start=t - 9, end=t - 1)
+        for task_id in ok:
+            db.add_ti(dag_id, run_id, task_id, "success", start=t - 9, end=t - 1)
+        return pk
+
+    run("etl", "failed", ("extract", "transform"))
+    run("etl", "success", ())
+    run("etl", "failed", ("extract", "transform"))
+    run("etl", "failed", ("extract",))
+    run("etl", "failed", ("extract", "transform"))
+    run("fine", "success", ())
+    source = make_source(success_ratio_runs=10)
+    # Bootstrapped from history at startup: extract failed in the 3 runs since the success,
+    # transform only in the newest one (the run before it did not fail transform).
+    assert poll(source).task_failing_streaks == {("etl", "extract"): 3, ("etl", "transform"): 1}
+    # A new failed run lengthens the streaks it failed in and ends the others.
+    pk, run_id = db.add_run("etl", "running", start=t + 50)
+    poll(source)
+    db.add_ti("etl", run_id, "extract", "failed", start=t + 51, end=t + 60)
+    db.add_ti("etl", run_id, "load", "upstream_failed")
+    db.set_run(pk, "failed", end=t + 70)
+    assert poll(source).task_failing_streaks == {("etl", "extract"): 4}
+    # A successful run ends every streak of the DAG.
+    pk, run_id = db.add_run("etl", "running", start=t + 100)
+    poll(source)
+    db.add_ti("etl", run_id, "extract", "success", start=t + 101, end=t + 110)
+    db.set_run(pk, "success", end=t + 120)
+    assert poll(source).task_failing_streaks == {}
+
+
 def test_waiting_task_instances_and_oldest_waiting_since(
     airflow_db: AirflowDb, make_source: Callable[..., MetadataDbSource]
 ) -> None:

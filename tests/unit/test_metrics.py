@@ -61,6 +61,8 @@ def full_snapshot(deployment: str = "prod", dags: int = 3) -> Snapshot:
             ],
             stale_heartbeat_task_instances=1,
             heartbeats=[ComponentHeartbeat("scheduler", "host-a", NOW - 4)],
+            newest_heartbeats={"scheduler": NOW - 4, "triggerer": None},
+            task_failing_streaks={(d, "flaky_task"): 2 for d in dag_ids},  # always per task: sparse
             tables=[TableStats("task_instance", 1000, 65536)],
             history=RunHistory(
                 dag_runs_finished={(d, "success"): 2 for d in dag_ids},
