@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, fields
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from ..exposition import DEPLOYMENT, Family
@@ -34,11 +37,14 @@ class Sample:
     value: float
 
 
-def samples_of(families: Iterable[Family]) -> list[Sample]:
+def samples_of(families: Iterable[Family], names: AbstractSet[str] | None = None) -> list[Sample]:
     """The instant vector Prometheus would scrape from these families (histograms as their
-    ``_bucket``/``_count``/``_sum`` series, counters as ``_total``)."""
+    ``_bucket``/``_count``/``_sum`` series, counters as ``_total``); only the series named in
+    ``names`` when given (rules read a few metrics; expanding every histogram would dominate)."""
     out: list[Sample] = []
     for fam in families:
+        if names is not None and names.isdisjoint(series_names(fam.name)):
+            continue
         for deployment, rows in fam.groups:
             for values, value in rows:
                 labels = dict(zip(fam.labels, values, strict=True))
@@ -55,6 +61,11 @@ def samples_of(families: Iterable[Family]) -> list[Sample]:
                     name = fam.name + "_total" if fam.type == "counter" else fam.name
                     out.append(Sample(name, labels, float(value)))
     return out
+
+
+def series_names(family: str) -> tuple[str, ...]:
+    """Every series name a family of this name can expose (gauge, counter or histogram)."""
+    return (family, family + "_total", family + "_bucket", family + "_count", family + "_sum")
 
 
 def _go_float(v: float) -> str:
@@ -96,9 +107,13 @@ class Alert:
         return fingerprint(self.labels)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["state"] = self.state.value
-        return d
+        # Not dataclasses.asdict: its deep copy was half the cost of persisting 10k alerts.
+        return {
+            **vars(self),
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "state": self.state.value,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Alert:
@@ -144,7 +159,7 @@ class Notification:
         return _common(a.annotations for a in self.alerts)
 
     def to_json(self) -> str:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["alerts"] = [a.to_json() for a in self.alerts]
         return json.dumps(d, sort_keys=True)
 
@@ -185,6 +200,25 @@ class Matcher:
     op: str
     value: str
 
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        """The compiled pattern of a ``=~``/``!~`` matcher (compiled once per matcher)."""
+        return re.compile(self.value)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Alertmanager semantics: a missing label is the empty string; regexes match the whole value."""
+        v = labels.get(self.name, "")
+        op = self.op
+        if op == "=":
+            return v == self.value
+        if op == "!=":
+            return v != self.value
+        if op == "=~":
+            return self.regex.fullmatch(v) is not None
+        if op == "!~":
+            return self.regex.fullmatch(v) is None
+        raise ValueError(f"unknown matcher op {op!r}")
+
 
 @dataclass(frozen=True)
 class Silence:
@@ -199,6 +233,15 @@ class Silence:
     def active(self, now: float) -> bool:
         end = self.ends_at if self.expired_at is None else min(self.ends_at, self.expired_at)
         return self.starts_at <= now < end
+
+    def matches_labels(self, labels: Mapping[str, str]) -> bool:
+        """Every matcher holds, whatever the time. A silence without matchers silences nothing
+        (Alertmanager refuses to create one)."""
+        return bool(self.matchers) and all(m.matches(labels) for m in self.matchers)
+
+    def matches(self, labels: Mapping[str, str], now: float) -> bool:
+        """Active at ``now`` and matching ``labels``."""
+        return self.active(now) and self.matches_labels(labels)
 
 
 @dataclass(frozen=True)

@@ -7,26 +7,17 @@ Durations accept ``30s``/``5m``/``4h``; secrets (webhook URLs, tokens, SMTP pass
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from .base import Secret, _Model, parse_duration
 
-_MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
-
 
 def _check_matchers(values: tuple[str, ...]) -> tuple[str, ...]:
-    for m in values:
-        parsed = _MATCHER.match(m)
-        if not parsed:
-            raise ValueError(f'matcher {m!r} must look like name="value" (ops = != =~ !~)')
-        if parsed.group(2) in ("=~", "!~"):
-            try:
-                re.compile(parsed.group(3))
-            except re.error as e:
-                raise ValueError(f"matcher {m!r}: invalid regular expression: {e}") from None
+    from ..alerts.matchers import parse_matchers  # the one matcher parser
+
+    parse_matchers(values)
     return values
 
 
