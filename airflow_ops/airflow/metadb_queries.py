@@ -14,10 +14,13 @@ from airflow_ops.airflow.schema import SchemaProfile
 
 SESSION_SQL = "SET statement_timeout = %(statement_ms)s; SET lock_timeout = %(lock_ms)s"
 
+# Tags in one pass over dag_tag (small: tags x DAGs), not a subquery per DAG.
 _DAGS_SQL = """
 SELECT d.dag_id, COALESCE(d.owners, ''), COALESCE(d.is_paused, FALSE), {stale}, {scheduled},
-       d.next_dagrun_create_after
+       d.next_dagrun_create_after, COALESCE(t.tags, '{{}}')
 FROM dag d
+LEFT JOIN (SELECT dag_id, array_agg(name ORDER BY name) AS tags FROM dag_tag GROUP BY dag_id) t
+  ON t.dag_id = d.dag_id
 """
 
 MAX_RUN_ID_SQL = "SELECT COALESCE(max(id), 0) FROM dag_run"
@@ -53,11 +56,13 @@ SELECT count(*) FROM task_instance ti {heartbeat_join}
 WHERE ti.state = 'running' AND {heartbeat} < %(cutoff)s
 """
 
-# job_type_heart (job_type, latest_heartbeat): one short range per component type.
+# job_type_heart (job_type, latest_heartbeat): one short range per component type. Only jobs still
+# marked running: a clean shutdown (a replaced pod) sets success and must not read as a stale
+# host for a day; a crashed or killed one stays running and ages, which is the point.
 _HEARTBEATS_SQL = """
 SELECT DISTINCT ON (j.job_type, j.hostname) j.job_type, COALESCE(j.hostname, ''), j.latest_heartbeat
 FROM job j
-WHERE j.job_type = ANY(%(job_types)s) AND j.latest_heartbeat > %(since)s
+WHERE j.job_type = ANY(%(job_types)s) AND j.latest_heartbeat > %(since)s AND j.state = 'running'
 ORDER BY j.job_type, j.hostname, j.latest_heartbeat DESC
 """
 

@@ -234,6 +234,11 @@ class SlackServer:
         with self._changed:
             self._faults.extend(_Fault(status, retry_after, close) for _ in range(count))
 
+    def clear_script(self) -> None:
+        """Forget faults scripted but not yet used: from now on, answer normally."""
+        with self._changed:
+            self._faults.clear()
+
     # --- the protocol (called by the handler threads) ---
 
     def _id_for(self, channel: str) -> str:

@@ -467,6 +467,7 @@ def test_heartbeats_per_component_including_a_killed_scheduler(
     # Killed with SIGKILL: the row still says running, its heartbeat just stops.
     airflow_db.add_job("SchedulerJob", "sched-b", "running", now - 900)
     airflow_db.add_job("SchedulerJob", "sched-old", "failed", now - 3 * 86400)  # beyond the lookback
+    airflow_db.add_job("SchedulerJob", "sched-gone", "success", now - 600)  # shut down cleanly (pod replaced)
     airflow_db.add_job("TriggererJob", "trig-1", "running", now - 2)
     airflow_db.add_job("DagProcessorJob", "proc-1", "running", now - 3)
     if airflow_db.major == 2:

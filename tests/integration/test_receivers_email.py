@@ -4,19 +4,15 @@ SMTP failures are reported to the delivery worker (never with the password)."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import ssl
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from smtp_server import smtp_server
 
 from airflow_ops.alerts.model import Alert, AlertState, Notification
 from airflow_ops.alerts.receivers import DeliveryError, build_integrations
@@ -29,38 +25,9 @@ PASSWORD = "smtp-Pa55word-secret"
 TO = ["oncall@example.com", "team@example.com"]
 
 
-class Mailbox:
-    """An aiosmtpd handler that keeps what it accepts and answers DATA with ``reply``."""
-
-    def __init__(self) -> None:
-        self.reply = "250 Message accepted"
-        self.received: list[tuple[list[str], EmailMessage]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.reply.startswith("250"):
-            msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-            self.received.append((list(envelope.rcpt_tos), msg))
-        return self.reply
-
-    @property
-    def messages(self) -> list[EmailMessage]:
-        return [m for _, m in self.received]
-
-
 def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
     ok = isinstance(auth_data, LoginPassword) and auth_data == (b"alerts", PASSWORD.encode())
     return AuthResult(success=ok, handled=False)
-
-
-@contextmanager
-def smtp_server(port: int | None = None, **options: Any) -> Iterator[tuple[int, Mailbox]]:
-    box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=port or free_port(), **options)
-    controller.start()
-    try:
-        yield controller.port, box
-    finally:
-        controller.stop()
 
 
 def server_tls(self_signed: tuple[Path, Path]) -> ssl.SSLContext:
