@@ -95,8 +95,10 @@ class Alert:
     active_at: float  # when the condition was first seen true (pending since)
     fired_at: float | None = None
     resolved_at: float | None = None
-    last_seen_at: float | None = None  # last evaluation where the condition held (keep_firing_for)
+    last_seen_at: float | None = None  # last evaluation where the condition held
     generator_url: str = ""
+    # First evaluation that missed a firing alert's series: keep_firing_for counts from here.
+    keep_firing_since: float | None = None
 
     @property
     def name(self) -> str:
