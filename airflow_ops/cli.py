@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from .cli_alerting import register as register_alerting
 from .config import Config, ConfigError, load_config, mask
 
 
@@ -67,6 +68,7 @@ def main() -> None:
 def serve(config_path: str | None, listen: str | None, port: int | None, log_level: str | None) -> None:
     """Poll Airflow and serve /metrics, /healthz and /readyz until SIGTERM."""
     from .service import OpsService
+    from .store import StoreError
 
     config = _load(config_path)
     overrides = {k: v for k, v in {"listen": listen, "port": port}.items() if v is not None}
@@ -74,7 +76,11 @@ def serve(config_path: str | None, listen: str | None, port: int | None, log_lev
         config = config.model_copy(update={"service": config.service.model_copy(update=overrides)})
     _setup_logging(config, log_level)
     try:
-        OpsService(config).run_until_signalled()
+        service = OpsService(config)
+    except (ConfigError, StoreError) as e:  # rule files, ops store
+        raise click.ClickException(str(e)) from None
+    try:
+        service.run_until_signalled()
     except OSError as e:
         raise click.ClickException(
             f"cannot serve on {config.service.listen}:{config.service.port}: {e}"
@@ -138,7 +144,7 @@ def snapshot(config_path: str | None, as_json: bool, openmetrics: bool) -> None:
 
     config = _load(config_path)
     _setup_logging(config, "WARNING")
-    service = OpsService(config)
+    service = OpsService(config, with_alerting=False)  # a one-off poll must not act on alerts
     try:
         rendered = service.poll_once()
     finally:
@@ -169,6 +175,9 @@ def catalogue() -> None:
     from .metrics import catalogue_markdown
 
     click.echo(catalogue_markdown())
+
+
+register_alerting(main, _load, config_option)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,8 +9,11 @@ Every series carries ``deployment`` (added here, never listed per metric).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import itemgetter
 from typing import Literal
 
 from .config import MetricsConfig
@@ -60,12 +63,40 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         source="self",
     ),
     _spec("airflow_ops_series", "gauge", "Series in the last render of the deployment.", source="self"),
+    _spec(
+        "airflow_ops_alerting_leader",
+        "gauge",
+        "1 if this replica holds the ops store's lock and evaluates and notifies, else 0.",
+        source="alerts",
+    ),
+    _spec(
+        "airflow_ops_alerts",
+        "gauge",
+        "Alerts of the deployment's rules by state (pending, firing, resolved and not yet forgotten).",
+        "state",
+        "alerts",
+    ),
+    _spec(
+        "airflow_ops_notifications_total",
+        "counter",
+        "Notification attempts by receiver and outcome (delivered, failed, rate_limited, skipped).",
+        "receiver,outcome",
+        "alerts",
+    ),
+    _spec(
+        "airflow_ops_notification_latency_seconds",
+        "histogram",
+        "Time from a notification being queued to its delivery.",
+        "receiver",
+        "alerts",
+    ),
     _spec("airflow_info", "gauge", "Airflow version reported by the REST API (always 1).", "version", "api"),
     # --- health
     _spec(
         "airflow_component_heartbeat_age_seconds",
         "gauge",
-        "Seconds since a component's newest heartbeat on a host (hostname empty when read from the API).",
+        "Seconds since a component's newest heartbeat on a host whose job is still marked running"
+        " (hostname empty when read from the API).",
         "component,hostname",
     ),
     _spec(
@@ -284,6 +315,33 @@ def _poll_errors(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
 @_producer("airflow_ops_last_poll_timestamp_seconds")
 def _last_poll(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
     yield (), snap.taken_at
+
+
+@_producer("airflow_ops_alerting_leader")
+def _alerting_leader(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
+    if snap.alerting:
+        yield (), 1.0 if snap.alerting.leader else 0.0
+
+
+@_producer("airflow_ops_alerts")
+def _alerts(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
+    if snap.alerting and snap.alerting.leader:
+        for state, n in sorted(snap.alerting.alerts.items()):
+            yield (state,), float(n)
+
+
+@_producer("airflow_ops_notifications_total")
+def _notifications(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
+    if snap.alerting:
+        for key, n in sorted(snap.alerting.notifications.items()):
+            yield key, float(n)
+
+
+@_producer("airflow_ops_notification_latency_seconds")
+def _notification_latency(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
+    if snap.alerting:
+        for receiver, hist in sorted(snap.alerting.latency.items()):
+            yield (receiver,), hist
 
 
 @_producer("airflow_info")
@@ -547,12 +605,14 @@ if _missing:  # pragma: no cover - guards the contract at import time
 
 # ---------------------------------------------------------------- rendering
 
+_LABEL_VALUES = itemgetter(0)  # of a Sample
+
 
 def _series(spec: MetricSpec, rows: list[Sample]) -> int:
     """How many series these rows expose (a histogram: its buckets, +Inf, _count and _sum)."""
     if spec.type != "histogram":
         return len(rows)
-    return sum(len(hist.counts) + 2 for _, hist in rows)  # type: ignore[union-attr]
+    return sum(len(hist.counts) for _, hist in rows) + 2 * len(rows)  # type: ignore[union-attr]
 
 
 class SnapshotRenderer:
@@ -564,6 +624,10 @@ class SnapshotRenderer:
     def __init__(self, config: MetricsConfig) -> None:
         self.config = config
         self._dropped_total: dict[str, int] = {}
+        # Where each per-DAG metric carries dag_id among its label values.
+        self._dag_id_of = {
+            s.name: itemgetter(labels_of(s, config).index("dag_id")) for s in CATALOGUE if s.per_dag
+        }
 
     def families(self, snapshots: Sequence[Snapshot]) -> list[Family]:
         groups: dict[str, list[tuple[str, list[Sample]]]] = {s.name: [] for s in CATALOGUE}
@@ -587,13 +651,22 @@ class SnapshotRenderer:
         total = sum(_series(SPECS[name], rows) for name, rows in produced.items())
         if total <= budget:
             return produced, total, 0
-        base = sum(_series(SPECS[name], rows) for name, rows in produced.items() if not SPECS[name].per_dag)
-        per_dag: dict[str, int] = {}
+        # Each per-DAG row's dag_id, extracted in C (rows run to 100k), counted in one pass per family.
+        dag_ids = {
+            name: list(map(self._dag_id_of[name], map(_LABEL_VALUES, rows)))
+            for name, rows in produced.items()
+            if SPECS[name].per_dag
+        }
+        base, per_dag = 0, Counter[str]()
         for name, rows in produced.items():
             spec = SPECS[name]
-            if spec.per_dag:
-                for row in rows:
-                    per_dag[row[0][0]] = per_dag.get(row[0][0], 0) + _series(spec, [row])
+            if not spec.per_dag:
+                base += _series(spec, rows)
+            elif spec.type != "histogram":
+                per_dag.update(dag_ids[name])
+            else:
+                for dag_id, (_, hist) in zip(dag_ids[name], rows, strict=True):
+                    per_dag[dag_id] += len(hist.counts) + 2  # type: ignore[union-attr]
         allowed, used, dropped = set(), base, 0
         for dag_id in sorted(per_dag):
             if used + per_dag[dag_id] <= budget:
@@ -602,7 +675,7 @@ class SnapshotRenderer:
             else:
                 dropped += per_dag[dag_id]
         kept = {
-            name: rows if not SPECS[name].per_dag else [r for r in rows if r[0][0] in allowed]
+            name: list(compress(rows, map(allowed.__contains__, dag_ids[name]))) if name in dag_ids else rows
             for name, rows in produced.items()
         }
         return kept, used, dropped

@@ -8,6 +8,7 @@ not depend on the size of the metadata DB or on how many scrapers there are.
 from __future__ import annotations
 
 import base64
+import gc
 import hmac
 import json
 import logging
@@ -17,47 +18,69 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .alerts import http_api as alerting_api
+from .alerts.engine import AlertEngine
 from .config import Config
 from .exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
+    Encoded,
+    Encoder,
     Family,
-    encode_openmetrics,
-    encode_text,
     wants_openmetrics,
 )
 from .metrics import SnapshotRenderer
 from .poller import DeploymentPoller
 from .snapshot import Snapshot, to_jsonable
+from .store import OpsStore, open_store
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Rendered:
-    """One render of the latest snapshots: Prometheus text encoded up front, OpenMetrics on the
-    first request that asks for it."""
+    """One render of the latest snapshots, its sample lines encoded once for both formats: the
+    poll loop joins the Prometheus text up front, the first request that asks for OpenMetrics
+    joins that (``encoded`` is immutable, so that is safe while the next poll encodes)."""
 
     families: list[Family]
     snapshots: Sequence[Snapshot]
-    _encoded: dict[bool, bytes] = field(default_factory=dict)
+    encoded: Encoded
+    _joined: dict[bool, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def encode(self, openmetrics: bool) -> bytes:
         with self._lock:
-            if openmetrics not in self._encoded:
-                self._encoded[openmetrics] = (encode_openmetrics if openmetrics else encode_text)(
-                    self.families
-                )
-            return self._encoded[openmetrics]
+            if openmetrics not in self._joined:
+                self._joined[openmetrics] = self.encoded.openmetrics() if openmetrics else self.encoded.text()
+            return self._joined[openmetrics]
+
+
+def freeze_heap() -> None:
+    """Leave every object alive now (modules, config, connections, trackers) out of the garbage
+    collector's full collections.
+
+    A render at the series budget's maximum allocates ~100k objects and keeps most of them until
+    the next poll, so a full collection comes every poll or two, and it walks the whole heap:
+    the ~110k objects of the imported modules too, which took longer than the render itself
+    (docs/performance.md). Frozen objects are still freed when no longer referenced; only cycles
+    among them would never be, hence the collection first."""
+    gc.collect()
+    gc.freeze()
 
 
 class OpsService:
-    def __init__(self, config: Config, pollers: Sequence[DeploymentPoller] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        pollers: Sequence[DeploymentPoller] | None = None,
+        *,
+        with_alerting: bool = True,
+    ) -> None:
         self.config = config
         self.pollers = (
             list(pollers)
@@ -65,24 +88,46 @@ class OpsService:
             else [DeploymentPoller.from_config(name, config) for name in config.deployments]
         )
         self.renderer = SnapshotRenderer(config.metrics)
+        # Keeps each poll's encoded lines, so the next poll re-encodes only the rows that changed.
+        self.encoder = Encoder()
         self.rendered: Rendered | None = None
         self.stop_event = threading.Event()
         self.last_loop_at = time.monotonic()
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.pollers)), thread_name_prefix="poll")
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
+        self.store: OpsStore | None = None
+        self.alerting: AlertEngine | None = None
+        if config.alerting is not None and with_alerting:
+            self.store = open_store(config.alerting.store.value)
+            try:
+                self.alerting = AlertEngine(config, self.store)
+            except Exception:
+                self.store.close()
+                raise
 
     # ------------------------------------------------------------ polling
 
     def poll_once(self) -> Rendered:
         snapshots = list(self._pool.map(lambda p: p.poll(), self.pollers))
+        if self.alerting is not None:
+            # The engine's own figures as of its last evaluation (one poll behind, like any scrape).
+            snapshots = [replace(s, alerting=self.alerting.state_for(s.deployment)) for s in snapshots]
+        if self.rendered is None:
+            freeze_heap()  # the first poll is done: what is alive now lives about as long as the service
         started = time.perf_counter()
-        rendered = Rendered(self.renderer.families(snapshots), snapshots)
+        families = self.renderer.families(snapshots)
+        rendered = Rendered(families, snapshots, self.encoder.encode(families))
         rendered.encode(openmetrics=False)
         log.debug(
             "rendered %d deployments in %.1f ms", len(snapshots), 1000 * (time.perf_counter() - started)
         )
         self.rendered = rendered
+        if self.alerting is not None:
+            try:
+                self.alerting.evaluate(families, snapshots)
+            except Exception:  # the exporter keeps serving; the log says what broke
+                log.exception("alert evaluation failed")
         self.last_loop_at = time.monotonic()
         return rendered
 
@@ -120,10 +165,14 @@ class OpsService:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(svc.tls.cert_file, svc.tls.key_file)
             self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+        if self.alerting is not None:
+            self.alerting.external_url = self.alerting.external_url or self.url
         for target, name in ((self._server.serve_forever, "http"), (self._poll_loop, "poll-loop")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        if self.alerting is not None:
+            self.alerting.start()
         log.info("serving on %s", self.url)
 
     @property
@@ -146,6 +195,10 @@ class OpsService:
         self._pool.shutdown(wait=False, cancel_futures=True)
         for p in self.pollers:
             p.close()
+        if self.alerting is not None:
+            self.alerting.stop()
+        if self.store is not None:
+            self.store.close()
 
     def run_until_signalled(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down cleanly."""
@@ -190,6 +243,9 @@ def _handler_for(service: OpsService) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
+            if alerting_api.handles(path):
+                self._alerting_api("GET")
+                return
             route: dict[str, Callable[[], None]] = {
                 "/metrics": self._metrics,
                 "/healthz": self._healthz,
@@ -208,6 +264,31 @@ def _handler_for(service: OpsService) -> type[BaseHTTPRequestHandler]:
                 )
             else:
                 handler()
+
+        def do_POST(self) -> None:
+            self._alerting_api("POST")
+
+        def do_DELETE(self) -> None:
+            self._alerting_api("DELETE")
+
+        def _alerting_api(self, method: str) -> None:
+            path = self.path.split("?", 1)[0]
+            if not alerting_api.handles(path):
+                self._send(404, b"not found\n")
+                return
+            if not service.authorized(self.headers.get("Authorization")):
+                scheme = "Basic" if service.config.service.basic_auth else "Bearer"
+                self._send(
+                    401, b"unauthorized\n", headers={"WWW-Authenticate": f'{scheme} realm="airflow-ops"'}
+                )
+                return
+            if service.alerting is None or service.store is None:
+                self._send(404, b"alerting is not configured\n")
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(min(length, 1 << 20)) if length else b""
+            status, doc = alerting_api.handle(service.alerting, service.store, method, self.path, body)
+            self._send(status, json.dumps(doc, indent=1).encode(), "application/json")
 
         def _metrics(self) -> None:
             rendered = service.rendered

@@ -86,6 +86,7 @@ class DagInfo:
     stale: bool  # Airflow 2: not is_active; Airflow 3: is_stale
     scheduled: bool  # has a time-based schedule (next_dagrun_create_after is meaningful)
     next_run_create_after: float | None = None
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,16 @@ class BrokerState:
 
 
 @dataclass(frozen=True)
+class AlertingState:
+    """The alert engine's view of one deployment, exported as airflow_ops_* self-metrics."""
+
+    leader: bool
+    alerts: Mapping[str, int] = field(default_factory=dict)  # state -> count
+    notifications: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (receiver, outcome) -> n
+    latency: Mapping[str, Histogram] = field(default_factory=dict)  # receiver -> histogram
+
+
+@dataclass(frozen=True)
 class Snapshot:
     deployment: str
     taken_at: float
@@ -203,6 +214,8 @@ class Snapshot:
     db: DbState | None = None
     api: ApiState | None = None
     broker: BrokerState | None = None
+    # Set by the service after the alert engine ran (None: alerting not configured).
+    alerting: AlertingState | None = None
 
 
 def to_jsonable(value: object) -> object:

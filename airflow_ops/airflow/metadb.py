@@ -206,10 +206,20 @@ class MetadataDbSource:
     def _read_dags(self) -> tuple[DagInfo, ...]:
         assert self._queries is not None
         dags = []
-        for dag_id, owner, paused, stale, scheduled, create_after in self._fetch("dags", self._queries.dags):
+        for dag_id, owner, paused, stale, scheduled, create_after, tags in self._fetch(
+            "dags", self._queries.dags
+        ):
             if self._wanted(dag_id):
                 dags.append(
-                    DagInfo(dag_id, owner, bool(paused), bool(stale), bool(scheduled), to_epoch(create_after))
+                    DagInfo(
+                        dag_id,
+                        owner,
+                        bool(paused),
+                        bool(stale),
+                        bool(scheduled),
+                        to_epoch(create_after),
+                        tuple(tags),
+                    )
                 )
         return tuple(sorted(dags, key=lambda d: d.dag_id))
 

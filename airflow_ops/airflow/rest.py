@@ -53,6 +53,9 @@ class ApiFlavor:
     auth: Literal["jwt", "basic"]
     # Field of an import error naming its DAG bundle (bundles exist from Airflow 3 on).
     bundle_field: str | None
+    # UI pages (relative to the UI URL) a message links to: a DAG, and one task try's log.
+    ui_dag_path: str = ""
+    ui_task_log_path: str = ""
 
     def path(self, endpoint: str) -> str:
         return self.prefix + endpoint
@@ -62,8 +65,24 @@ class ApiFlavor:
 # Airflow 2 answers /api/v2/* with an HTML 404; an Airflow 3 UI catch-all answers unknown paths
 # with 200 HTML, so only a JSON body with a "version" counts as an answer.
 API_FLAVORS: tuple[ApiFlavor, ...] = (
-    ApiFlavor("v2", "/api/v2", health_path="/monitor/health", auth="jwt", bundle_field="bundle_name"),
-    ApiFlavor("v1", "/api/v1", health_path="/health", auth="basic", bundle_field=None),
+    ApiFlavor(
+        "v2",
+        "/api/v2",
+        health_path="/monitor/health",
+        auth="jwt",
+        bundle_field="bundle_name",
+        ui_dag_path="/dags/{dag_id}",
+        ui_task_log_path="/dags/{dag_id}/runs/{run_id}/tasks/{task_id}?try_number={try_number}",
+    ),
+    ApiFlavor(
+        "v1",
+        "/api/v1",
+        health_path="/health",
+        auth="basic",
+        bundle_field=None,
+        ui_dag_path="/dags/{dag_id}/grid",
+        ui_task_log_path="/dags/{dag_id}/grid?dag_run_id={run_id}&task_id={task_id}&tab=logs",
+    ),
 )
 VERSION_PATH = "/version"
 IMPORT_ERRORS_PATH = "/importErrors"
@@ -398,6 +417,23 @@ class RestApiSource:
         self._http.close()
         self._flavor = None
         self._drop_token()
+
+    # ------------------------------------------------------------------ reads for other callers
+
+    def flavor(self) -> ApiFlavor:
+        """The API generation in use, detected on first need."""
+        if self._flavor is None:
+            self.detect()
+        assert self._flavor is not None
+        return self._flavor
+
+    def get_json(self, endpoint: str, query: Sequence[tuple[str, Any]] | None = None) -> dict[str, Any]:
+        """GET an endpoint (path under the API prefix, e.g. ``/dags/x/dagRuns``) as a JSON object."""
+        return self._get(self.flavor(), endpoint, query)
+
+    def get_pages(self, endpoint: str, key: str) -> list[Any]:
+        """Every item of a paginated list endpoint."""
+        return self._paged(self.flavor(), endpoint, key)
 
     # ------------------------------------------------------------------ detection
 

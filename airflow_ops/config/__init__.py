@@ -373,6 +373,8 @@ def load_config(
             raise ConfigError(f"{path}: the top level must be a mapping of keys")
         data = loaded
     data = _merge(data, _env_overrides(environ))
+    if path:
+        _anchor_rule_files(data, Path(path).parent)
     if not data.get("deployments"):
         defaults = airflow_defaults(environ)
         if defaults:
@@ -387,6 +389,16 @@ def load_config(
             "or set AIRFLOW__DATABASE__SQL_ALCHEMY_CONN / AIRFLOW__API__BASE_URL"
         )
     return config
+
+
+def _anchor_rule_files(data: dict[str, Any], base: Path) -> None:
+    """Relative rule_files are relative to the config file, as in Prometheus."""
+    alerting = data.get("alerting")
+    if isinstance(alerting, dict) and isinstance(alerting.get("rule_files"), list):
+        alerting["rule_files"] = [
+            str(base / p) if isinstance(p, str) and not Path(p).is_absolute() else p
+            for p in alerting["rule_files"]
+        ]
 
 
 def mask(text: str, config: Config) -> str:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from airflow_ops.config import MetricsConfig
+from airflow_ops.exposition import Encoder
 from airflow_ops.metrics import CATALOGUE, SPECS, SnapshotRenderer, catalogue_markdown
 from airflow_ops.service import Rendered
 from airflow_ops.snapshot import (
+    AlertingState,
     ApiState,
     BrokerState,
     ComponentHeartbeat,
@@ -80,12 +84,20 @@ def full_snapshot(deployment: str = "prod", dags: int = 3) -> Snapshot:
             pools=[PoolSlots("single_slot", 1, 0, 1, 0, 3, 0), PoolSlots("unlimited", -1, -1, 0, 0, 5, 0)],
         ),
         broker=BrokerState({"default": 7}),
+        alerting=AlertingState(
+            True, {"firing": 1, "pending": 0}, {("oncall", "delivered"): 2}, {"oncall": _hist(0.4).freeze()}
+        ),
     )
 
 
 def render(snapshots: list[Snapshot], config: MetricsConfig | None = None) -> str:
-    renderer = SnapshotRenderer(config or MetricsConfig())
-    return Rendered(renderer.families(snapshots), snapshots).encode(openmetrics=False).decode()
+    return render_with(SnapshotRenderer(config or MetricsConfig()), snapshots)
+
+
+def render_with(renderer: SnapshotRenderer, snapshots: list[Snapshot]) -> str:
+    """What the service serves for these snapshots (a fresh encoder: nothing carried over)."""
+    families = renderer.families(snapshots)
+    return Rendered(families, snapshots, Encoder().encode(families)).encode(openmetrics=False).decode()
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -177,7 +189,7 @@ def test_series_budget_drops_whole_dags_and_counts_them() -> None:
     full = render([snap])
     total = value(full, "airflow_ops_series")
     renderer = SnapshotRenderer(MetricsConfig(series_budget=int(total) // 2))
-    text = Rendered(renderer.families([snap]), [snap]).encode(False).decode()
+    text = render_with(renderer, [snap])
     kept = {dict(lab)["dag_id"] for n, lab in samples(text) if "dag_id" in dict(lab)}
     # The first DAGs in dag_id order stay, complete; the rest are gone entirely.
     assert kept == {f"dag_{i:04d}" for i in range(len(kept))} and 0 < len(kept) < 50
@@ -186,8 +198,35 @@ def test_series_budget_drops_whole_dags_and_counts_them() -> None:
     dropped = value(text, "airflow_ops_series_dropped_total")
     assert dropped > 0
     # A counter: the next render adds to it.
-    text2 = Rendered(renderer.families([snap]), [snap]).encode(False).decode()
+    text2 = render_with(renderer, [snap])
     assert value(text2, "airflow_ops_series_dropped_total") == 2 * dropped
+
+
+def test_series_budget_counts_every_series_and_lets_smaller_dags_after_a_big_one_in() -> None:
+    snap = full_snapshot(dags=6)
+    assert snap.db is not None
+    history = snap.db.history
+    # dag_0001 has twelve task-level histograms more than the others (task labels on).
+    extra = {("dag_0001", f"task_{i:02d}"): _hist(2.0).freeze() for i in range(12)}
+    history = replace(history, task_duration={**history.task_duration, **extra})
+    snap = replace(snap, db=replace(snap.db, history=history))
+    config = MetricsConfig(task_labels=True)
+    full = samples(render([snap], config))
+    per_dag = Counter(dict(labels)["dag_id"] for _, labels in full if "dag_id" in dict(labels))
+    assert per_dag["dag_0001"] > 3 * per_dag["dag_0000"] and len(set(per_dag.values())) == 2
+    late = 2  # airflow_ops_series and airflow_ops_series_dropped_total are outside the budget
+    others = len(full) - late - sum(per_dag.values())
+    # In dag_id order: room for dag_0000, then not for dag_0001, then for two more but not three.
+    budget = others + sum(per_dag[d] for d in ("dag_0000", "dag_0002", "dag_0003", "dag_0004")) - 1
+    config = MetricsConfig(task_labels=True, series_budget=budget)
+
+    text = render([snap], config)
+
+    kept = {dict(labels)["dag_id"] for _, labels in samples(text) if "dag_id" in dict(labels)}
+    assert kept == {"dag_0000", "dag_0002", "dag_0003"}
+    assert value(text, "airflow_ops_series") == len(samples(text))
+    dropped = per_dag["dag_0001"] + per_dag["dag_0004"] + per_dag["dag_0005"]
+    assert value(text, "airflow_ops_series_dropped_total") == dropped
 
 
 def test_several_deployments_in_one_render() -> None:

@@ -1,0 +1,265 @@
+"""The alert engine inside ``airflow-ops serve``: each poll it evaluates the rules over the samples
+just rendered and hands the alerts to the dispatcher; a background thread flushes due groups and
+delivers the outbox.
+
+Only the replica holding the store's leadership lock evaluates and notifies; the others serve
+``/metrics`` and take over (restoring alert state, ``for`` timers and the notification log from the
+store) on the first poll after the leader is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..airflow.failures import failure_context
+from ..airflow.rest import RestApiSource
+from ..airflow.source import SourceError
+from ..config import Config, mask
+from ..exposition import Family
+from ..snapshot import AlertingState, Snapshot
+from ..store import OpsStore
+from .dispatcher import Dispatcher, IntegrationInfo
+from .evaluator import Evaluator
+from .model import Alert, AlertState, Notification, samples_of
+from .outbox import OutboxWorker
+from .receivers import Integration, build_integrations
+from .rules import Rule, load_rule_files
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.25
+DAG_ID = "dag_id"
+DEPLOYMENT = "deployment"
+
+
+@dataclass(frozen=True)
+class DagFacts:
+    """What alerts about a DAG are enriched and muted with."""
+
+    owner: str
+    tags: str  # ",a,b," so a matcher can say dag_tags=~".*,team-a,.*"
+    paused: bool
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        config: Config,
+        store: OpsStore,
+        *,
+        base_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        external_url: str = "",
+    ) -> None:
+        assert config.alerting is not None
+        self._config = config
+        self._alerting = config.alerting
+        self._store = store
+        self._clock = clock
+        self.rules: list[Rule] = load_rule_files(self._alerting.rule_files, base_dir)
+        self._wanted = _metric_names(self.rules)
+        self.external_url = self._alerting.external_url or external_url
+        self._integrations: list[Integration] = [
+            i for receiver in self._alerting.receivers for i in build_integrations(receiver)
+        ]
+        self._infos = {
+            r.name: [
+                IntegrationInfo(i.key, r.name, i.send_resolved)
+                for i in self._integrations
+                if i.receiver == r.name
+            ]
+            for r in self._alerting.receivers
+        }
+        self._leadership = store.leadership("alerting")
+        self._leader = False
+        self._evaluator = Evaluator(self.rules)
+        self._dispatcher = self._new_dispatcher()
+        self.outbox = OutboxWorker(store, self._integrations, clock)
+        self._apis: dict[str, RestApiSource] = {}
+        # (deployment, dag_id, alert active since) -> context: fetched once per failure episode.
+        self._context_cache: dict[tuple[str, str, float], dict[str, Any] | None] = {}
+        self._current: list[Alert] = []
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _new_dispatcher(self) -> Dispatcher:
+        return Dispatcher(self._alerting, self._infos, self._store, self.external_url)
+
+    # ------------------------------------------------------------------ per poll
+
+    @property
+    def leader(self) -> bool:
+        return self._leader
+
+    def evaluate(self, families: Sequence[Family], snapshots: Sequence[Snapshot]) -> list[Alert]:
+        """Evaluate the rules over one poll's render. Returns the current alerts (all states)."""
+        with self._lock:
+            now = self._clock()
+            if not self._check_leadership():
+                self._current = []
+                return []
+            facts = _dag_facts(snapshots)
+            samples = [
+                replace(s, labels=_enriched(s.labels, facts)) for s in samples_of(families, self._wanted)
+            ]
+            alerts = self._evaluator.evaluate(samples, now)
+            upserts, removed = self._evaluator.changed()
+            if upserts or removed:
+                self._store.save_alerts(upserts, removed)
+            paused = {key for key, f in facts.items() if f.paused}
+            self._dispatcher.update(alerts, now, silences=self._store.silence_list(now), paused_dags=paused)
+            self._current = alerts
+            return alerts
+
+    def _check_leadership(self) -> bool:
+        held = self._leadership.try_acquire()
+        if held and not self._leader:
+            # Take over where the last leader left: alert state (for timers) and a fresh
+            # dispatcher whose groups are rebuilt from it; the store's nflog prevents duplicates.
+            restored = self._store.load_alerts()
+            self._evaluator = Evaluator(self.rules)
+            self._evaluator.restore(restored)
+            self._dispatcher = self._new_dispatcher()
+            log.info("alerting: this replica leads (restored %d alert(s))", len(restored))
+        elif self._leader and not held:
+            log.warning("alerting: leadership lost; another replica evaluates and notifies")
+        self._leader = held
+        return held
+
+    # ------------------------------------------------------------------ background
+
+    def tick(self) -> None:
+        """Flush due groups and deliver due notifications (leader only)."""
+        with self._lock:
+            if not self._leader:
+                return
+            self._dispatcher.flush(self._clock(), enrich=self._enrich)
+        self.outbox.deliver_due()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="alert-engine", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self.tick()
+            except Exception:  # keep notifying whatever one round hit
+                log.exception("alerting: delivery round failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        self._leadership.release()
+        for api in self._apis.values():
+            api.close()
+
+    # ------------------------------------------------------------------ views
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Current alerts with why each is (not) notified, for the API and ``alerts list``."""
+        now = self._clock()
+        with self._lock:
+            return [
+                {**a.to_json(), "fingerprint": a.fingerprint, **self._dispatcher.status(a, now)}
+                for a in self._current
+            ]
+
+    def state_for(self, deployment: str) -> AlertingState:
+        """Self-metrics of alerting for one deployment."""
+        counts = {state.value: 0 for state in AlertState}
+        for a in self._current:
+            if a.labels.get(DEPLOYMENT) == deployment:
+                counts[a.state.value] += 1
+        stats = self.outbox.stats
+        return AlertingState(
+            leader=self._leader,
+            alerts=counts,
+            notifications={
+                (receiver, outcome): n
+                for (dep, receiver, outcome), n in stats.outcomes.items()
+                if dep == deployment
+            },
+            latency={
+                receiver: h.freeze() for (dep, receiver), h in stats.latency.items() if dep == deployment
+            },
+        )
+
+    # ------------------------------------------------------------------ failure context
+
+    def _enrich(self, n: Notification) -> Notification:
+        """Add the failed tasks and their log tails to notifications about failing DAGs."""
+        context: dict[str, Any] = dict(n.context)
+        for a in n.firing:
+            dag_id, deployment = a.labels.get(DAG_ID), a.labels.get(DEPLOYMENT)
+            if not dag_id or not deployment or "failing" not in a.name.lower():
+                continue
+            ctx = self._failure_context(deployment, dag_id, a.active_at)
+            if ctx is not None:
+                context[a.fingerprint] = ctx
+        return replace(n, context=context) if context != n.context else n
+
+    def _failure_context(self, deployment: str, dag_id: str, since: float) -> dict[str, Any] | None:
+        dep = self._config.deployments.get(deployment)
+        if dep is None or dep.api is None:
+            return None
+        key = (deployment, dag_id, since)
+        if key in self._context_cache:
+            return self._context_cache[key]
+        api = self._apis.get(deployment)
+        if api is None:
+            api = self._apis[deployment] = RestApiSource(deployment, dep.api)
+        try:
+            ctx = failure_context(
+                api,
+                dag_id,
+                ui_url=dep.ui_url or dep.api.url,
+                tail=self._alerting.log_tail_lines,
+                mask=lambda t: mask(t, self._config),
+            )
+        except SourceError as e:
+            log.warning("alerting: no failure details for %s/%s: %s", deployment, dag_id, e)
+            return None
+        if len(self._context_cache) > 1000:
+            self._context_cache.clear()
+        self._context_cache[key] = ctx
+        return ctx
+
+
+def _metric_names(rules: Sequence[Rule]) -> set[str] | None:
+    """The series the rules read (None: a rule without a metric name reads every series)."""
+    names = {r.expr.metric for r in rules}
+    return None if None in names else {n for n in names if n is not None}
+
+
+def _dag_facts(snapshots: Sequence[Snapshot]) -> dict[tuple[str, str], DagFacts]:
+    facts: dict[tuple[str, str], DagFacts] = {}
+    for snap in snapshots:
+        if snap.db is None:
+            continue
+        for d in snap.db.dags:
+            facts[(snap.deployment, d.dag_id)] = DagFacts(
+                d.owner, "," + ",".join(d.tags) + "," if d.tags else "", d.paused
+            )
+    return facts
+
+
+def _enriched(labels: Mapping[str, str], facts: Mapping[tuple[str, str], DagFacts]) -> Mapping[str, str]:
+    dag_id = labels.get(DAG_ID)
+    if not dag_id:
+        return labels
+    f = facts.get((labels.get(DEPLOYMENT, ""), dag_id))
+    if f is None:
+        return labels
+    extra = {"owner": f.owner} if "owner" not in labels else {}
+    if f.tags and "dag_tags" not in labels:
+        extra["dag_tags"] = f.tags
+    return {**labels, **extra} if extra else labels
