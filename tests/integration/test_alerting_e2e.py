@@ -338,8 +338,24 @@ def test_killed_between_firing_and_sending_delivers_after_restart_once(airflow3:
             assert dag in msg.all_text()
             scrape.wait_polls(5)
             assert len(slack.messages()) == 1
+            scrape.wait(
+                "airflow_ops_notifications_total", lambda v: v == 1, receiver="oncall", outcome="delivered"
+            )
         finally:
             _kill(second)
+        # Killed again mid-incident, after the delivery: no second "firing" before repeat_interval,
+        # and the recovery still comes.
+        third = _serve_process(config, log)
+        try:
+            scrape = _scraper_when_up(port, third, log)
+            scrape.wait_polls(5)
+            assert len(slack.messages()) == 1
+            ok_run(airflow3, dag)
+            resolved(slack, msg)
+            scrape.wait_polls(3)
+            assert len(slack.messages()) == 1 and len(now_of(slack, msg).edits) == 1
+        finally:
+            _kill(third)
 
 
 def test_two_replicas_on_postgresql_leader_killed_mid_incident(airflow3: Any, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -141,3 +142,53 @@ def test_secret_in_error_is_not_echoed(tmp_path: Path) -> None:
 )
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
+
+
+def test_the_readme_config_examples_load(tmp_path: Path) -> None:
+    """Both YAML examples of the README (exporter and alerting) are valid config, as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert len(blocks) == 2
+    text = "\n".join(blocks)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name in ("metrics-password", "airflow-db-dsn", "smtp"):
+        (secrets / name).write_text("postgresql://ops:pw@db/airflow" if name.endswith("dsn") else "s3cret")
+    config_file = tmp_path / "airflow-ops.yaml"
+    config_file.write_text(text.replace("/run/secrets/", f"{secrets}/"))
+    environ = {
+        "AIRFLOW_OPS_PROD_PASSWORD": "pw",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "DATA_TEAM_WEBHOOK": "https://hooks.example.com/x",
+    }
+    config = load_config(config_file, environ)
+    assert config.alerting is not None
+    assert [r.name for r in config.alerting.receivers] == ["oncall", "data-team"]
+    assert config.alerting.route.routes[0].receiver == "data-team"
+
+
+def test_alerting_config_errors_name_the_key_and_line(tmp_path: Path) -> None:
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(
+        textwrap.dedent(
+            """\
+            deployments:
+              prod: {api: {url: "http://airflow:8080"}}
+            alerting:
+              rule_files: [rules.yaml]
+              route:
+                receiver: oncall
+                routes:
+                  - {matchers: ['dag_id=~"etl_(.*"'], receiver: team}
+              receivers:
+                - name: oncall
+                  slack_configs: [{channel: "#x"}]
+            """
+        )
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(config_file, {})
+    text = str(err.value)
+    assert "c.yaml:8: alerting.route.routes.0.matchers: matcher 'dag_id=~\"etl_(.*\"': invalid" in text
+    assert "c.yaml:11: alerting.receivers.0.slack_configs.0: give exactly one of webhook_url or token" in text
