@@ -3,22 +3,45 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..config import ApiConfig, Config, DatabaseConfig, DeploymentConfig, Secret, ServiceConfig
+from ..config import (
+    AlertingConfig,
+    ApiConfig,
+    Config,
+    DatabaseConfig,
+    DeploymentConfig,
+    Secret,
+    ServiceConfig,
+)
 from ..service import OpsService
 from .install import AIRFLOW3
 from .prometheus import PrometheusServer
 
+SHIPPED_RULES = Path(__file__).resolve().parents[2] / "alert_rules"
 
-def demo_config(stack: Any, port: int, poll_interval: float) -> Config:
-    """The config airflow-ops would be given for this stack: its DB and its REST API."""
+
+def demo_config(stack: Any, port: int, poll_interval: float, webhook_url: str | None = None) -> Config:
+    """The config airflow-ops would be given for this stack: its DB and its REST API, and — with a
+    webhook to send to — the shipped alert rules (notifications print on the console)."""
+    alerting = None
+    if webhook_url and SHIPPED_RULES.is_dir():
+        alerting = AlertingConfig.model_validate(
+            {
+                "rule_files": [str(SHIPPED_RULES / "*.yaml")],
+                "store": f"sqlite:///{Path(stack.home) / 'airflow-ops.db'}",
+                "route": {"receiver": "console", "group_wait": "10s", "group_interval": "1m"},
+                "receivers": [{"name": "console", "webhook_configs": [{"url": webhook_url}]}],
+            }
+        )
     return Config(
         service=ServiceConfig(port=port, poll_interval=poll_interval),
         deployments={
@@ -27,7 +50,41 @@ def demo_config(stack: Any, port: int, poll_interval: float) -> Config:
                 api=ApiConfig(url=stack.api_url, username=stack.username, password=Secret(stack.password)),
             )
         },
+        alerting=alerting,
     )
+
+
+class ConsoleReceiver:
+    """A loopback webhook that prints each notification it gets (Alertmanager's webhook JSON)."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    return
+                for alert in doc.get("alerts", []):
+                    labels = alert.get("labels", {})
+                    where = " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname")
+                    summary = alert.get("annotations", {}).get("summary", "")
+                    status = str(alert.get("status", "?")).upper()
+                    click.echo(f"[alert] {status} {labels.get('alertname')} {where}")
+                    click.echo(f"        {summary}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def run_demo(port: int = 9112, poll_interval: float = 10.0) -> None:
@@ -46,9 +103,10 @@ def run_demo(port: int = 9112, poll_interval: float = 10.0) -> None:
     )
     service: OpsService | None = None
     prometheus: PrometheusServer | None = None
+    console = ConsoleReceiver()
     try:
         stack.start()
-        service = OpsService(demo_config(stack, port, poll_interval))
+        service = OpsService(demo_config(stack, port, poll_interval, console.url))
         service.start()
         if shutil.which("prometheus"):
             prometheus = PrometheusServer(Path(stack.home) / "prometheus", [f"127.0.0.1:{service.port}"])
@@ -62,6 +120,8 @@ def run_demo(port: int = 9112, poll_interval: float = 10.0) -> None:
             click.echo(f"Prometheus       {prometheus.url}/graph?g0.expr=airflow_dag_failing_seconds")
         else:
             click.echo("Prometheus       not installed (apt-get install prometheus to get one here)")
+        if service.alerting is not None:
+            click.echo(f"alerts           {service.url}/api/alerts   (notifications print here)")
         click.echo("\nThe example DAGs run every few minutes; Ctrl-C stops everything.")
         stop.wait()
     finally:
@@ -70,4 +130,5 @@ def run_demo(port: int = 9112, poll_interval: float = 10.0) -> None:
             prometheus.stop()
         if service:
             service.stop()
+        console.stop()
         stack.stop(drop_db=True)

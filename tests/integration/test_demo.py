@@ -54,6 +54,14 @@ def test_demo_serves_real_airflow_and_stops_everything_on_ctrl_c() -> None:
             time.sleep(1)
         db = re.search(r"instances/(demo-[0-9a-f]+)/", out)
         assert db, out
+        # The shipped rules are evaluated: the always-firing Watchdog reaches the console receiver.
+        scrape.wait("airflow_ops_alerting_leader", lambda v: v == 1, timeout=60)
+        deadline = time.monotonic() + 90
+        while "[alert] FIRING AirflowOpsWatchdog" not in out:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, f"demo exited early:\n{out}"
+            assert time.monotonic() < deadline, f"no Watchdog notification:\n{out}"
+            out += line
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=120)
