@@ -4,6 +4,7 @@ DAG's latest failed run and the last lines of each failed try's log, read throug
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable
 from typing import Any
@@ -29,11 +30,23 @@ def scrub(text: str, mask: Callable[[str], str] = lambda t: t) -> str:
     return _SECRET_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", mask(text))
 
 
+def _v1_text(content: str) -> str:
+    """Airflow 2 puts the repr of ``[(host, text), …]`` in ``content``; plain text otherwise."""
+    if content.startswith("[("):
+        try:
+            parts = ast.literal_eval(content)  # literals only: nothing is executed
+        except (ValueError, SyntaxError):
+            return content
+        if isinstance(parts, list) and all(isinstance(p, tuple) and len(p) == 2 for p in parts):
+            return "\n".join(str(text) for _, text in parts)
+    return content
+
+
 def log_lines(doc: dict[str, Any]) -> list[str]:
     """The lines of a log response: v1 gives text, v2 structured records (or plain strings)."""
     content = doc.get("content")
     if isinstance(content, str):
-        return content.splitlines()
+        return _v1_text(content).splitlines()
     lines: list[str] = []
     for record in content if isinstance(content, list) else []:
         if isinstance(record, str):
