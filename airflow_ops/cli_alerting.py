@@ -65,7 +65,7 @@ def register(main: click.Group, load: Any, config_option: Any) -> None:
             if is_test:
                 problems = run_test_file(path)
                 for p in problems:
-                    click.echo(f"{f}: {p}", err=True)
+                    click.echo(p, err=True)  # each already starts with the file's path
                 failed |= bool(problems)
                 if not problems:
                     click.echo(f"{f}: tests pass")
@@ -137,8 +137,12 @@ def register(main: click.Group, load: Any, config_option: Any) -> None:
             created_at=now,
             external_url=_alerting(config).external_url or "",
         )
+        try:
+            integrations = build_integrations(receivers[receiver])
+        except ValueError as e:  # a non-http(s) URL; the message names the integration, not the URL
+            raise click.ClickException(str(e)) from None
         failed = False
-        for integration in build_integrations(receivers[receiver]):
+        for integration in integrations:
             try:
                 integration.send(n, None)
                 click.echo(f"{integration.key}: sent")

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,11 @@ from ..airflow.rest import RestApiSource
 from ..airflow.source import SourceError
 from ..config import Config, mask
 from ..exposition import Family
-from ..snapshot import AlertingState, Snapshot
+from ..snapshot import AlertingState, DagInfo, Snapshot
 from ..store import OpsStore
 from .dispatcher import Dispatcher, IntegrationInfo
 from .evaluator import Evaluator
-from .model import Alert, AlertState, Notification, samples_of
+from .model import Alert, AlertState, Notification, SampleReader
 from .outbox import OutboxWorker
 from .receivers import Integration, build_integrations
 from .rules import Rule, load_rule_files
@@ -36,15 +36,6 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.25
 DAG_ID = "dag_id"
 DEPLOYMENT = "deployment"
-
-
-@dataclass(frozen=True)
-class DagFacts:
-    """What alerts about a DAG are enriched and muted with."""
-
-    owner: str
-    tags: str  # ",a,b," so a matcher can say dag_tags=~".*,team-a,.*"
-    paused: bool
 
 
 class AlertEngine:
@@ -63,7 +54,7 @@ class AlertEngine:
         self._store = store
         self._clock = clock
         self.rules: list[Rule] = load_rule_files(self._alerting.rule_files, base_dir)
-        self._wanted = _metric_names(self.rules)
+        self._samples = SampleReader(_metric_names(self.rules))
         self.external_url = self._alerting.external_url or external_url
         self._integrations: list[Integration] = [
             i for receiver in self._alerting.receivers for i in build_integrations(receiver)
@@ -85,6 +76,10 @@ class AlertEngine:
         # (deployment, dag_id, alert active since) -> context: fetched once per failure episode.
         self._context_cache: dict[tuple[str, str, float], dict[str, Any] | None] = {}
         self._current: list[Alert] = []
+        # Last known facts per (deployment, dag_id): kept when a poll of the DB fails, so alert
+        # labels (and so their identity for dedup) do not flap with the DB's availability.
+        self._dags: dict[tuple[str, str], DagInfo] = {}
+        self._enriched: dict[int, tuple[Alert, DagInfo | None, Alert]] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,18 +100,37 @@ class AlertEngine:
             if not self._check_leadership():
                 self._current = []
                 return []
-            facts = _dag_facts(snapshots)
-            samples = [
-                replace(s, labels=_enriched(s.labels, facts)) for s in samples_of(families, self._wanted)
-            ]
-            alerts = self._evaluator.evaluate(samples, now)
+            alerts = self._evaluator.evaluate(self._samples.read(families), now)
             upserts, removed = self._evaluator.changed()
             if upserts or removed:
                 self._store.save_alerts(upserts, removed)
-            paused = {key for key, f in facts.items() if f.paused}
-            self._dispatcher.update(alerts, now, silences=self._store.silence_list(now), paused_dags=paused)
-            self._current = alerts
-            return alerts
+            for snap in snapshots:
+                if snap.db is not None:
+                    self._dags.update({(snap.deployment, d.dag_id): d for d in snap.db.dags})
+            routed = self._with_dag_labels(alerts)
+            paused = {key for key in map(_dag_key, routed) if key in self._dags and self._dags[key].paused}
+            self._dispatcher.update(routed, now, silences=self._store.silence_list(now), paused_dags=paused)
+            self._current = routed
+            return routed
+
+    def _with_dag_labels(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """Alerts about a DAG gain its ``owner`` and ``dag_tags`` labels for routing. Done on the
+        few alerts rather than the many samples; an alert the evaluator did not change keeps the
+        very same enriched object, which the dispatcher relies on to stay cheap."""
+        cache: dict[int, tuple[Alert, DagInfo | None, Alert]] = {}
+        out = []
+        for a in alerts:
+            facts = self._dags.get(_dag_key(a))
+            hit = self._enriched.get(id(a))
+            if hit is not None and hit[0] is a and hit[1] == facts:
+                routed = hit[2]
+            else:
+                extra = _dag_labels(a.labels, facts)
+                routed = replace(a, labels={**a.labels, **extra}) if extra else a
+            cache[id(a)] = (a, facts, routed)
+            out.append(routed)
+        self._enriched = cache
+        return out
 
     def _check_leadership(self) -> bool:
         held = self._leadership.try_acquire()
@@ -240,26 +254,15 @@ def _metric_names(rules: Sequence[Rule]) -> set[str] | None:
     return None if None in names else {n for n in names if n is not None}
 
 
-def _dag_facts(snapshots: Sequence[Snapshot]) -> dict[tuple[str, str], DagFacts]:
-    facts: dict[tuple[str, str], DagFacts] = {}
-    for snap in snapshots:
-        if snap.db is None:
-            continue
-        for d in snap.db.dags:
-            facts[(snap.deployment, d.dag_id)] = DagFacts(
-                d.owner, "," + ",".join(d.tags) + "," if d.tags else "", d.paused
-            )
-    return facts
+def _dag_key(alert: Alert) -> tuple[str, str]:
+    return (alert.labels.get(DEPLOYMENT, ""), alert.labels.get(DAG_ID, ""))
 
 
-def _enriched(labels: Mapping[str, str], facts: Mapping[tuple[str, str], DagFacts]) -> Mapping[str, str]:
-    dag_id = labels.get(DAG_ID)
-    if not dag_id:
-        return labels
-    f = facts.get((labels.get(DEPLOYMENT, ""), dag_id))
-    if f is None:
-        return labels
-    extra = {"owner": f.owner} if "owner" not in labels else {}
-    if f.tags and "dag_tags" not in labels:
-        extra["dag_tags"] = f.tags
-    return {**labels, **extra} if extra else labels
+def _dag_labels(labels: Mapping[str, str], dag: DagInfo | None) -> dict[str, str]:
+    """``owner``, and ``dag_tags`` as ",a,b," so a matcher can say dag_tags=~".*,team-a,.*"."""
+    if dag is None:
+        return {}
+    extra = {"owner": dag.owner} if "owner" not in labels else {}
+    if dag.tags and "dag_tags" not in labels:
+        extra["dag_tags"] = "," + ",".join(dag.tags) + ","
+    return extra

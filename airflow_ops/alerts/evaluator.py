@@ -192,8 +192,11 @@ class Evaluator:
             for key, template in compiled.value_annotations:
                 annotations[key] = template.render(series.template_labels, value)
         entry.rendered_for = value
-        # The series is back: a keep_firing_for period in progress ends (and must be forgotten).
-        changed = annotations != old.annotations or old.keep_firing_since is not None
+        # Persisted: transitions and timers, what a restart relies on. Not annotation text: it is
+        # rendered again on the first evaluation after a restore, and an age shown with $value
+        # would otherwise rewrite every alert on every poll. The series being back ends a
+        # keep_firing_for period in progress, which must be forgotten.
+        changed = old.keep_firing_since is not None
         if annotations == old.annotations:
             annotations = old.annotations
         state, fired_at = old.state, old.fired_at
@@ -237,9 +240,9 @@ class Evaluator:
     def changed(self) -> tuple[list[Alert], list[str]]:
         """What the last evaluation changed: (alerts to upsert, fingerprints to delete).
 
-        Upserted are new alerts, state transitions (which set fired_at/resolved_at) and alerts
-        whose annotation text changed; an alert whose value alone moved is not, as its persisted
-        form only needs what a restart relies on (state, active_at, fired_at, resolved_at)."""
+        Upserted are new alerts and state or timer changes (fired_at, resolved_at,
+        keep_firing_since); value and annotation-text changes are not, as the persisted form only
+        needs what a restart relies on and annotations are rendered anew after a restore."""
         return list(self._upserted.values()), sorted(self._removed)
 
     def state(self) -> list[Alert]:

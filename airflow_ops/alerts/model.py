@@ -14,7 +14,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..exposition import DEPLOYMENT, Family
 from ..snapshot import Histogram
@@ -28,9 +28,9 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One series' value at an instant; ``name`` is the series name (``x_total``, ``x_count``…)."""
+class Sample(NamedTuple):
+    """One series' value at an instant; ``name`` is the series name (``x_total``, ``x_count``…).
+    A tuple, not a dataclass: a poll reads thousands and construction cost adds up."""
 
     name: str
     labels: Mapping[str, str]
@@ -41,25 +41,58 @@ def samples_of(families: Iterable[Family], names: AbstractSet[str] | None = None
     """The instant vector Prometheus would scrape from these families (histograms as their
     ``_bucket``/``_count``/``_sum`` series, counters as ``_total``); only the series named in
     ``names`` when given (rules read a few metrics; expanding every histogram would dominate)."""
-    out: list[Sample] = []
-    for fam in families:
-        if names is not None and names.isdisjoint(series_names(fam.name)):
-            continue
-        for deployment, rows in fam.groups:
-            for values, value in rows:
-                labels = dict(zip(fam.labels, values, strict=True))
-                labels[DEPLOYMENT] = deployment
-                if isinstance(value, Histogram):
-                    cumulative = 0
-                    for bound, count in zip((*value.bounds, float("inf")), value.counts, strict=True):
-                        cumulative += count
-                        le = "+Inf" if bound == float("inf") else _go_float(bound)
-                        out.append(Sample(fam.name + "_bucket", {**labels, "le": le}, float(cumulative)))
-                    out.append(Sample(fam.name + "_count", labels, float(value.count)))
-                    out.append(Sample(fam.name + "_sum", labels, value.total))
-                else:
-                    name = fam.name + "_total" if fam.type == "counter" else fam.name
-                    out.append(Sample(name, labels, float(value)))
+    return SampleReader(names).read(families)
+
+
+class SampleReader:
+    """``samples_of`` across polls: a row whose value did not change gives back the very same
+    Sample objects, and a changed one reuses its label dict, so a steady poll costs little."""
+
+    def __init__(self, names: AbstractSet[str] | None = None) -> None:
+        self._names = names
+        # (family, deployment) -> label values -> (value, its samples)
+        self._rows: dict[tuple[str, str], dict[tuple[str, ...], tuple[object, list[Sample]]]] = {}
+
+    def read(self, families: Iterable[Family]) -> list[Sample]:
+        out: list[Sample] = []
+        rows_now: dict[tuple[str, str], dict[tuple[str, ...], tuple[object, list[Sample]]]] = {}
+        for fam in families:
+            if self._names is not None and self._names.isdisjoint(series_names(fam.name)):
+                continue
+            name = fam.name + "_total" if fam.type == "counter" else fam.name
+            for deployment, rows in fam.groups:
+                before = self._rows.get((fam.name, deployment), {})
+                now = rows_now[(fam.name, deployment)] = {}
+                for values, value in rows:
+                    hit = before.get(values)
+                    if hit is not None and hit[0] == value:
+                        samples = hit[1]
+                    elif isinstance(value, Histogram):
+                        labels = dict(zip(fam.labels, values, strict=True))
+                        labels[DEPLOYMENT] = deployment
+                        samples = _histogram_samples(fam.name, labels, value)
+                    else:
+                        if hit is not None:
+                            labels = hit[1][0].labels
+                        else:
+                            labels = dict(zip(fam.labels, values, strict=True))
+                            labels[DEPLOYMENT] = deployment
+                        samples = [Sample(name, labels, float(value))]
+                    now[values] = (value, samples)
+                    out.extend(samples)
+        self._rows = rows_now
+        return out
+
+
+def _histogram_samples(name: str, labels: dict[str, str], value: Histogram) -> list[Sample]:
+    out = []
+    cumulative = 0
+    for bound, count in zip((*value.bounds, float("inf")), value.counts, strict=True):
+        cumulative += count
+        le = "+Inf" if bound == float("inf") else _go_float(bound)
+        out.append(Sample(name + "_bucket", {**labels, "le": le}, float(cumulative)))
+    out.append(Sample(name + "_count", labels, float(value.count)))
+    out.append(Sample(name + "_sum", labels, value.total))
     return out
 
 

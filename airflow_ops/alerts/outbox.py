@@ -9,6 +9,7 @@ down) is rescheduled in the store, so it survives restarts; the wait doubles up 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +27,8 @@ MAX_BACKOFF = 600.0
 # An integration that no longer exists in the config keeps its items: they are retried this
 # rarely, in case the config comes back, and show in the pending count meanwhile.
 ORPHAN_RETRY = 3600.0
+# How many undelivered items are read to find the groups held back by an item waiting for its retry.
+HELD_SCAN = 10_000
 LATENCY_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -71,12 +74,23 @@ class OutboxWorker:
         """Attempt every due item once (respecting pacing); returns how many were delivered."""
         with self._lock:
             delivered = 0
+            now = self._clock()
+            due = self._store.outbox_due(now, limit=200)
+            if not due:
+                return 0
             # An earlier item of the same (integration, group) that is not delivered yet holds the
-            # later ones back: a "resolved" must never overtake its "firing".
+            # later ones back: a "resolved" must never overtake its "firing". That earlier item
+            # may be waiting out a backoff (not due, so not in ``due``): look in the store, not in
+            # memory, so the order also holds after a restart or a change of leader.
+            held: dict[tuple[str, str], int] = {}
+            if self._store.outbox_pending_count() > len(due):
+                for waiting in self._store.outbox_due(math.inf, limit=HELD_SCAN):
+                    if waiting.next_attempt_at > now:
+                        held.setdefault((waiting.integration, waiting.group_key), waiting.id)
             blocked: set[tuple[str, str]] = set()
-            for item in self._store.outbox_due(self._clock(), limit=200):
+            for item in due:
                 key = (item.integration, item.group_key)
-                if key in blocked:
+                if key in blocked or held.get(key, item.id) < item.id:
                     continue
                 if self._attempt(item):
                     delivered += 1

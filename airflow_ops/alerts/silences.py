@@ -23,7 +23,9 @@ def new_silence(matchers: Sequence[str], duration: Any, comment: str, created_by
         parsed = parse_matchers(matchers)
     except ValueError as e:
         raise SilenceError(f"matchers: {e}") from None
-    if all(m.op in ("=~", "!~") and m.regex.fullmatch("") for m in parsed):
+    # Alertmanager's rule: a missing label is the empty string, so matchers that all accept ""
+    # (dag_id!="x", env="", job=~".*") silence every alert lacking those labels.
+    if all(m.matches({}) for m in parsed):
         raise SilenceError(
             "matchers: at least one must not match the empty string (it would silence everything)"
         )

@@ -8,6 +8,7 @@ Durations accept ``30s``/``5m``/``4h``; secrets (webhook URLs, tokens, SMTP pass
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,6 +20,13 @@ def _check_matchers(values: tuple[str, ...]) -> tuple[str, ...]:
 
     parse_matchers(values)
     return values
+
+
+def _http_url(v: str) -> None:
+    """An absolute http(s) URL; the error never repeats the value (it may hold a secret)."""
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an absolute http:// or https:// URL")
 
 
 class RouteConfig(_Model):
@@ -79,6 +87,13 @@ class SlackConfig(_Model):
     def _durations(cls, v: Any) -> float:
         return parse_duration(v)
 
+    @field_validator("webhook_url", "api_url")
+    @classmethod
+    def _urls(cls, v: str | None) -> str | None:
+        if v is not None:
+            _http_url(v)
+        return v
+
     @model_validator(mode="after")
     def _one_way(self) -> SlackConfig:
         if (self.webhook_url is None) == (self.token is None):
@@ -129,6 +144,13 @@ class WebhookConfig(_Model):
     url: Secret
     send_resolved: bool = True
     max_alerts: int = Field(default=0, ge=0)  # 0 = all
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: Secret) -> Secret:
+        _http_url(v.value)
+        return v
+
     bearer_token: Secret | None = None
     timeout: float = 10.0
 
@@ -142,6 +164,13 @@ class AlertmanagerForwardConfig(_Model):
     """Forwards alerts to an existing Alertmanager (``POST /api/v2/alerts``)."""
 
     url: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        _http_url(v)
+        return v
+
     timeout: float = 10.0
 
     @field_validator("timeout", mode="before")
