@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from operator import itemgetter
-from typing import Literal
+from typing import Any, Literal
 
 from .config import MetricsConfig
 from .exposition import Family
@@ -529,7 +529,7 @@ def _task_key(ctx: RenderContext, dag_id: str, task_id: str | None) -> tuple[str
 @_producer("airflow_task_instance_duration_seconds")
 def _task_duration(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
     if snap.db:
-        for (dag_id, task_id), hist in sorted(snap.db.history.task_duration.items(), key=_sort_key):
+        for (dag_id, task_id), hist in sorted(snap.db.history.task_duration.items(), key=_sort_key_for(ctx)):
             yield _task_key(ctx, dag_id, task_id), hist
 
 
@@ -537,9 +537,15 @@ def _task_duration(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
 def _tasks_finished(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
     if snap.db:
         for (dag_id, task_id, state), n in sorted(
-            snap.db.history.task_instances_finished.items(), key=_sort_key
+            snap.db.history.task_instances_finished.items(), key=_sort_key_for(ctx)
         ):
             yield (*_task_key(ctx, dag_id, task_id), state), float(n)
+
+
+def _sort_key_for(ctx: RenderContext) -> Callable[[tuple[tuple[str | None, ...], object]], Any] | None:
+    # Without task labels every task_id is None, so the raw keys sort as they are (in C, ~10x
+    # faster than a Python key for 8,000 keys); with them, a missing task_id sorts as "".
+    return _sort_key if ctx.metrics.task_labels else None
 
 
 def _sort_key(item: tuple[tuple[str | None, ...], object]) -> tuple[str, ...]:
