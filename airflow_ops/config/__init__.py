@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from .alerting import AlertingConfig
-from .base import ConfigError, Secret, _Model, parse_duration
+from .base import ConfigError, Duration, Secret, _Model, parse_duration
 
 __all__ = ["AlertingConfig", "Config", "ConfigError", "Secret", "load_config", "mask", "parse_duration"]
 
@@ -34,25 +34,14 @@ ENV_PREFIX = "AIRFLOW_OPS__"
 CONFIG_ENV = "AIRFLOW_OPS_CONFIG"
 
 
-def _duration_field(default: float) -> Any:
-    return Field(default=default, ge=0)
-
-
 class DatabaseConfig(_Model):
     dsn: Secret
-    statement_timeout: float = 5.0
+    statement_timeout: Duration = 5.0
     # Reads never need a lock that Airflow holds for long; give up fast rather than queue behind DDL.
-    lock_timeout: float = 1.0
-    connect_timeout: float = 5.0
+    lock_timeout: Duration = 1.0
+    connect_timeout: Duration = 5.0
     # Poll pg_class sizes at most this often: they change slowly and the query touches the catalog.
-    table_stats_interval: float = 300.0
-
-    @field_validator(
-        "statement_timeout", "lock_timeout", "connect_timeout", "table_stats_interval", mode="before"
-    )
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
+    table_stats_interval: Duration = 300.0
 
     @field_validator("dsn")
     @classmethod
@@ -68,7 +57,7 @@ class ApiConfig(_Model):
     token: Secret | None = None
     verify_tls: bool = True
     ca_file: str | None = None
-    timeout: float = 10.0
+    timeout: Duration = 10.0
 
     @field_validator("url")
     @classmethod
@@ -80,16 +69,11 @@ class ApiConfig(_Model):
         path = re.sub(r"/api/v[12]/?$", "", parts.path.rstrip("/"))
         return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
-
 
 class BrokerConfig(_Model):
     url: Secret  # redis://… or amqp://…
     queues: tuple[str, ...] = ("default",)
-    timeout: float = 5.0
+    timeout: Duration = 5.0
 
     @field_validator("url")
     @classmethod
@@ -98,11 +82,6 @@ class BrokerConfig(_Model):
         if scheme not in ("redis", "rediss", "amqp", "amqps", "pyamqp"):
             raise ValueError(f"broker scheme {scheme!r} is not supported (use redis:// or amqp://)")
         return v
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
 
 
 class DeploymentConfig(_Model):
@@ -132,18 +111,17 @@ class TlsConfig(_Model):
 class ServiceConfig(_Model):
     listen: str = "127.0.0.1"
     port: int = Field(default=9112, ge=0, le=65535)
-    poll_interval: float = 30.0
+    poll_interval: Duration = 30.0
     basic_auth: BasicAuthConfig | None = None
     bearer_token: Secret | None = None
     tls: TlsConfig | None = None
 
-    @field_validator("poll_interval", mode="before")
+    @field_validator("poll_interval")
     @classmethod
-    def _durations(cls, v: Any) -> float:
-        seconds = parse_duration(v)
-        if seconds < 0.1:
+    def _poll_interval(cls, v: float) -> float:
+        if v < 0.1:
             raise ValueError("poll_interval must be at least 100ms")
-        return seconds
+        return v
 
 
 DEFAULT_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -156,15 +134,10 @@ class MetricsConfig(_Model):
     task_labels: bool = False  # add task_id to task-level series (opt-in: cardinality)
     series_budget: int = Field(default=100_000, ge=100)
     success_ratio_runs: int = Field(default=10, ge=1, le=1000)
-    stale_heartbeat_threshold: float = 300.0  # Airflow's own zombie threshold default
-    heartbeat_lookback: float = 86400.0  # how long a stopped component's series keeps aging
+    stale_heartbeat_threshold: Duration = 300.0  # Airflow's own zombie threshold default
+    heartbeat_lookback: Duration = 86400.0  # how long a stopped component's series keeps aging
     duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
     wait_buckets: tuple[float, ...] = DEFAULT_WAIT_BUCKETS
-
-    @field_validator("stale_heartbeat_threshold", "heartbeat_lookback", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
 
     @field_validator("dag_allow", "dag_deny")
     @classmethod

@@ -7,12 +7,12 @@ Durations accept ``30s``/``5m``/``4h``; secrets (webhook URLs, tokens, SMTP pass
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Secret, _Model, parse_duration
+from .base import Duration, OptionalDuration, Secret, _Model
 
 
 def _check_matchers(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -35,19 +35,14 @@ class RouteConfig(_Model):
     receiver: str | None = None
     matchers: tuple[str, ...] = ()
     group_by: tuple[str, ...] | None = None  # ["..."] groups by all labels
-    group_wait: float | None = None
-    group_interval: float | None = None
-    repeat_interval: float | None = None
+    group_wait: OptionalDuration = None
+    group_interval: OptionalDuration = None
+    repeat_interval: OptionalDuration = None
     continue_: bool = Field(default=False, alias="continue")
     mute_paused_dags: bool | None = None
     routes: tuple[RouteConfig, ...] = ()
 
     model_config = {**_Model.model_config, "populate_by_name": True}
-
-    @field_validator("group_wait", "group_interval", "repeat_interval", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float | None:
-        return None if v is None else parse_duration(v)
 
     @field_validator("matchers")
     @classmethod
@@ -79,13 +74,8 @@ class SlackConfig(_Model):
     api_url: str = "https://slack.com/api/"
     send_resolved: bool = True
     # Slack allows about one message per second per channel.
-    min_interval: float = 1.0
-    timeout: float = 10.0
-
-    @field_validator("min_interval", "timeout", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
+    min_interval: Duration = 1.0
+    timeout: Duration = 10.0
 
     @field_validator("webhook_url", "api_url")
     @classmethod
@@ -111,16 +101,11 @@ class EmailConfig(_Model):
     auth_username: str | None = None
     auth_password: Secret | None = None
     send_resolved: bool = True
-    timeout: float = 10.0
+    timeout: Duration = 10.0
     verify_tls: bool = True
     ca_file: str | None = None
 
     model_config = {**_Model.model_config, "populate_by_name": True}
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
 
     @field_validator("smarthost")
     @classmethod
@@ -144,6 +129,8 @@ class WebhookConfig(_Model):
     url: Secret
     send_resolved: bool = True
     max_alerts: int = Field(default=0, ge=0)  # 0 = all
+    bearer_token: Secret | None = None
+    timeout: Duration = 10.0
 
     @field_validator("url")
     @classmethod
@@ -151,32 +138,18 @@ class WebhookConfig(_Model):
         _http_url(v.value)
         return v
 
-    bearer_token: Secret | None = None
-    timeout: float = 10.0
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
-
 
 class AlertmanagerForwardConfig(_Model):
     """Forwards alerts to an existing Alertmanager (``POST /api/v2/alerts``)."""
 
     url: str
+    timeout: Duration = 10.0
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         _http_url(v)
         return v
-
-    timeout: float = 10.0
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return parse_duration(v)
 
 
 class ReceiverConfig(_Model):

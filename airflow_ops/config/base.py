@@ -7,9 +7,9 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, model_validator
 
 
 class ConfigError(Exception):
@@ -53,6 +53,16 @@ def parse_duration(value: Any) -> float:
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
+
+
+def _parse_optional_duration(value: Any) -> float | None:
+    return None if value is None else parse_duration(value)
+
+
+# Every duration field in the config: seconds, written as 30s / 5m / 1h / 250ms or a plain number.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+# The same for fields where None means "unset" (e.g. route timings that inherit from the parent).
+OptionalDuration = Annotated[float | None, BeforeValidator(_parse_optional_duration)]
 
 
 class _Model(BaseModel):

@@ -19,6 +19,18 @@ from airflow_ops.devstack.ports import free_port
 pytestmark = pytest.mark.airflow
 
 
+def read_until(proc: subprocess.Popen[str], marker: str, out: str, timeout: float) -> str:
+    """The demo's output so far, once it contains ``marker``."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, f"demo exited early:\n{out}"
+        assert time.monotonic() < deadline, f"no {marker!r} within {timeout}s:\n{out}"
+        out += line
+    return out
+
+
 def test_demo_serves_real_airflow_and_stops_everything_on_ctrl_c() -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -29,13 +41,7 @@ def test_demo_serves_real_airflow_and_stops_everything_on_ctrl_c() -> None:
     )
     out = ""
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 300
-        while "Ctrl-C stops everything" not in out:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, f"demo exited early:\n{out}"
-            assert time.monotonic() < deadline, f"demo did not come up:\n{out}"
-            out += line
+        out = read_until(proc, "Ctrl-C stops everything", out, timeout=300)
         scrape = Scraper(f"http://127.0.0.1:{port}")
         for source in ("metadb", "api"):
             scrape.wait("airflow_ops_up", lambda v: v == 1, source=source, timeout=60)
@@ -56,12 +62,7 @@ def test_demo_serves_real_airflow_and_stops_everything_on_ctrl_c() -> None:
         assert db, out
         # The shipped rules are evaluated: the always-firing Watchdog reaches the console receiver.
         scrape.wait("airflow_ops_alerting_leader", lambda v: v == 1, timeout=60)
-        deadline = time.monotonic() + 90
-        while "[alert] FIRING AirflowOpsWatchdog" not in out:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, f"demo exited early:\n{out}"
-            assert time.monotonic() < deadline, f"no Watchdog notification:\n{out}"
-            out += line
+        out = read_until(proc, "[alert] FIRING AirflowOpsWatchdog", out, timeout=90)
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=120)

@@ -11,19 +11,18 @@ Slack enforces its per-channel rate in real time.
 from __future__ import annotations
 
 import itertools
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alert_samples import alert
 from slack_server import SlackServer
 from smtp_server import smtp_server
+from webhook_sink import WebhookSink
 
-from airflow_ops.alerts.model import Alert, AlertState, Notification, OutboxItem
+from airflow_ops.alerts.model import AlertState, Notification, OutboxItem
 from airflow_ops.alerts.outbox import ORPHAN_RETRY, OutboxWorker, backoff
 from airflow_ops.alerts.receivers import Integration, build_integrations
 from airflow_ops.config.alerting import ReceiverConfig
@@ -44,51 +43,6 @@ class Clock:
         return self.t
 
 
-class HookServer:
-    """A loopback webhook: records each accepted JSON body; ``fail(status, n)`` answers the next
-    ``n`` requests with ``status`` instead."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.requests = 0
-        self._faults: list[tuple[int, dict[str, str]]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.requests += 1
-                status, headers = outer._faults.pop(0) if outer._faults else (200, {})
-                if status == 200:
-                    outer.bodies.append(json.loads(body))
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/hook"
-        threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def fail(self, status: int, count: int = 1, retry_after: str | None = None) -> None:
-        headers = {"Retry-After": retry_after} if retry_after is not None else {}
-        self._faults.extend((status, headers) for _ in range(count))
-
-    def groups(self) -> list[tuple[str, str]]:
-        """(groupKey, status) of each accepted body, in arrival order."""
-        return [(b["groupKey"], b["status"]) for b in self.bodies]
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[OpsStore]:
     with open_store(f"sqlite:///{tmp_path}/ops.db") as s:
@@ -96,8 +50,8 @@ def store(tmp_path: Path) -> Iterator[OpsStore]:
 
 
 @pytest.fixture
-def hook() -> Iterator[HookServer]:
-    server = HookServer()
+def hook() -> Iterator[WebhookSink]:
+    server = WebhookSink()
     yield server
     server.close()
 
@@ -118,26 +72,6 @@ def bot(slack: SlackServer, channel: str = CHANNEL, **extra: Any) -> dict[str, A
     return {"token": slack.token, "channel": channel, "api_url": slack.api_url, "timeout": "5s", **extra}
 
 
-def alert(dag_id: str, state: AlertState = AlertState.FIRING) -> Alert:
-    return Alert(
-        labels={
-            "alertname": "DagFailing",
-            "deployment": DEPLOYMENT,
-            "dag_id": dag_id,
-            "severity": "critical",
-        },
-        annotations={
-            "summary": f"DAG {dag_id} is failing",
-            "runbook_url": "https://rb.example/DagFailing.md",
-        },
-        state=state,
-        value=3700.0,
-        active_at=T0 - 4000,
-        fired_at=T0 - 3700,
-        resolved_at=T0 if state is AlertState.RESOLVED else None,
-    )
-
-
 def group_key(dag_id: str) -> str:
     return f'{{}}:{{alertname="DagFailing", dag_id="{dag_id}", deployment="{DEPLOYMENT}"}}'
 
@@ -154,7 +88,7 @@ def queue(
         receiver=integration.receiver,
         group_key=group_key(dag_id),
         group_labels={"alertname": "DagFailing", "deployment": DEPLOYMENT, "dag_id": dag_id},
-        alerts=(alert(dag_id, state),),
+        alerts=(alert(dag_id, state, now=T0),),
         created_at=at,
     )
     item = OutboxItem(0, n.receiver, integration.key, n.group_key, n.to_json(), at, next_attempt_at=at)
@@ -172,7 +106,7 @@ def outcomes(worker: OutboxWorker, receiver: str = "ops") -> dict[str, int]:
 
 
 def test_each_item_is_delivered_once_and_marked_delivered(
-    store: OpsStore, slack: SlackServer, hook: HookServer
+    store: OpsStore, slack: SlackServer, hook: WebhookSink
 ) -> None:
     with smtp_server() as (smtp_port, mailbox):
         email = {
@@ -208,7 +142,7 @@ def test_each_item_is_delivered_once_and_marked_delivered(
 
 
 def test_retry_after_pauses_only_its_destination_and_the_item_waits_it_out(
-    store: OpsStore, slack: SlackServer, hook: HookServer
+    store: OpsStore, slack: SlackServer, hook: WebhookSink
 ) -> None:
     [slack_int] = integrations(slack_configs=[bot(slack)])
     [hook_int] = integrations(name="hooks", webhook_configs=[{"url": hook.url}])
@@ -246,7 +180,7 @@ def test_retry_after_pauses_only_its_destination_and_the_item_waits_it_out(
 
 
 def test_a_resolved_item_never_overtakes_its_groups_failed_firing_item(
-    store: OpsStore, hook: HookServer
+    store: OpsStore, hook: WebhookSink
 ) -> None:
     [hook_int] = integrations(webhook_configs=[{"url": hook.url}])
     queue(store, hook_int, "etl")
@@ -304,7 +238,7 @@ def test_slack_pacing_spreads_groups_to_one_channel_under_its_rate_limit(store: 
         assert outcomes(worker) == {"delivered": groups}
 
 
-def test_an_integration_removed_from_the_config_keeps_its_items(store: OpsStore, hook: HookServer) -> None:
+def test_an_integration_removed_from_the_config_keeps_its_items(store: OpsStore, hook: WebhookSink) -> None:
     [gone] = integrations(name="gone", webhook_configs=[{"url": hook.url}])
     [kept] = integrations(webhook_configs=[{"url": hook.url}])
     orphan = queue(store, gone, "etl")
@@ -327,7 +261,7 @@ def test_an_integration_removed_from_the_config_keeps_its_items(store: OpsStore,
 
 
 def test_send_resolved_false_marks_all_resolved_items_delivered_without_sending(
-    store: OpsStore, hook: HookServer
+    store: OpsStore, hook: WebhookSink
 ) -> None:
     [quiet] = integrations(webhook_configs=[{"url": hook.url, "send_resolved": False}])
     queue(store, quiet, "etl")
@@ -373,7 +307,7 @@ def test_the_bot_memo_turns_firing_into_resolved_then_is_forgotten(
     assert outcomes(worker) == {"delivered": 4}
 
 
-def test_stats_count_every_outcome(store: OpsStore, hook: HookServer) -> None:
+def test_stats_count_every_outcome(store: OpsStore, hook: WebhookSink) -> None:
     [loud] = integrations(webhook_configs=[{"url": hook.url}])
     [quiet] = integrations(name="quiet", webhook_configs=[{"url": hook.url, "send_resolved": False}])
     queue(store, loud, "etl")

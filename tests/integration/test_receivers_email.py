@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from alert_samples import alert
 from smtp_server import smtp_server
 
 from airflow_ops.alerts.model import Alert, AlertState, Notification
@@ -42,22 +43,6 @@ def mailer(port: int, **cfg: Any) -> EmailIntegration:
     [one] = build_integrations(receiver)
     assert isinstance(one, EmailIntegration)
     return one
-
-
-def alert(dag_id: str = "etl", state: AlertState = AlertState.FIRING) -> Alert:
-    now = time.time()
-    return Alert(
-        labels={"alertname": "DagFailing", "deployment": "prod", "dag_id": dag_id, "severity": "critical"},
-        annotations={
-            "summary": f"DAG {dag_id} has failed for an hour",
-            "runbook_url": "https://rb.example/x",
-        },
-        state=state,
-        value=3700,
-        active_at=now - 4000,
-        fired_at=now - 3700,
-        resolved_at=now if state is AlertState.RESOLVED else None,
-    )
 
 
 def notification(a: Alert, *, reminder: bool = False, context: dict[str, Any] | None = None) -> Notification:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from alert_samples import alert
 from slack_server import SlackServer
 
 from airflow_ops.alerts.model import Alert, AlertState, Notification
@@ -18,22 +19,6 @@ from airflow_ops.config.alerting import ReceiverConfig
 from airflow_ops.devstack.ports import free_port
 
 HOSTILE_DAG = "etl<!channel><@U999AAA>"
-
-
-def alert(dag_id: str = "etl", state: AlertState = AlertState.FIRING) -> Alert:
-    now = time.time()
-    return Alert(
-        labels={"alertname": "DagFailing", "deployment": "prod", "dag_id": dag_id, "severity": "critical"},
-        annotations={
-            "summary": f"DAG {dag_id} has failed for an hour",
-            "runbook_url": "https://rb.example/x",
-        },
-        state=state,
-        value=3700,
-        active_at=now - 4000,
-        fired_at=now - 3700,
-        resolved_at=now if state is AlertState.RESOLVED else None,
-    )
 
 
 def notification(*alerts: Alert, context: dict[str, Any] | None = None) -> Notification:

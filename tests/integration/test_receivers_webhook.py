@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from webhook_sink import WebhookSink
 
 from airflow_ops.alerts.model import Alert, AlertState, Notification
 from airflow_ops.alerts.receivers import DeliveryError, build_integrations
@@ -29,41 +28,9 @@ TOKEN = "bearer-Secret-99"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
 
-class HookServer:
-    """Records each POST (path, headers, JSON body); ``answers`` scripts the next statuses."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, dict[str, str], Any]] = []
-        self.answers: list[tuple[int, dict[str, str]]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, headers = outer.answers.pop(0) if outer.answers else (200, {})
-                if status == 200:
-                    outer.received.append((self.path, dict(self.headers.items()), json.loads(body)))
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/{HOOK_SECRET}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def hook() -> Iterator[HookServer]:
-    server = HookServer()
+def hook() -> Iterator[WebhookSink]:
+    server = WebhookSink(f"/hooks/{HOOK_SECRET}")
     yield server
     server.close()
 
@@ -100,7 +67,7 @@ def notification(*alerts: Alert) -> Notification:
     )
 
 
-def test_webhook_posts_alertmanager_json_with_bearer_token(hook: HookServer) -> None:
+def test_webhook_posts_alertmanager_json_with_bearer_token(hook: WebhookSink) -> None:
     send = webhook(hook.url, bearer_token=TOKEN, max_alerts=2)
     assert send.key == "ops/webhook[0]" and HOOK_SECRET not in send.rate_key
     assert send.send(notification(alert("a"), alert("b"), alert("c", AlertState.RESOLVED)), None) is None
@@ -116,20 +83,20 @@ def test_webhook_posts_alertmanager_json_with_bearer_token(hook: HookServer) -> 
     )
 
 
-def test_webhook_failures_are_classified_and_never_show_url_or_token(hook: HookServer) -> None:
+def test_webhook_failures_are_classified_and_never_show_url_or_token(hook: WebhookSink) -> None:
     send = webhook(hook.url, bearer_token=TOKEN)
     cases = [
-        ((429, {"Retry-After": "7"}), False, 7.0),
-        ((503, {}), False, None),
-        ((400, {}), True, None),
-        ((401, {}), True, None),
+        (429, "7", False, 7.0),
+        (503, None, False, None),
+        (400, None, True, None),
+        (401, None, True, None),
     ]
-    for answer, permanent, retry_after in cases:
-        hook.answers.append(answer)
+    for status, retry_after_header, permanent, retry_after in cases:
+        hook.fail(status, retry_after=retry_after_header)
         with pytest.raises(DeliveryError) as err:
             send.send(notification(alert("a")), None)
-        assert (err.value.permanent, err.value.retry_after) == (permanent, retry_after), answer
-        assert f"HTTP {answer[0]}" in str(err.value)
+        assert (err.value.permanent, err.value.retry_after) == (permanent, retry_after), status
+        assert f"HTTP {status}" in str(err.value)
         assert HOOK_SECRET not in str(err.value) and TOKEN not in str(err.value)
     down = webhook(f"http://127.0.0.1:{free_port()}/hooks/{HOOK_SECRET}")
     with pytest.raises(DeliveryError) as err:
