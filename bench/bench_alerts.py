@@ -53,6 +53,7 @@ from airflow_ops.config import Config, MetricsConfig, ServiceConfig
 from airflow_ops.config.alerting import DEFAULT_ROUTE, AlertingConfig
 from airflow_ops.exposition import Family
 from airflow_ops.metrics import SnapshotRenderer
+from airflow_ops.service import freeze_heap
 from airflow_ops.snapshot import (
     ApiState,
     ComponentHeartbeat,
@@ -423,6 +424,7 @@ def measure_engine(label: str, fleet: Fleet, cycles: int, tmp: Path) -> EngineRe
             _log(f"  {label}: draining {store.outbox_pending_count():,} first notifications")
             while store.outbox_pending_count():
                 engine.outbox.deliver_due()
+            freeze_heap()  # as the service does after its first poll (see airflow_ops.service)
             evaluate_ms, tick_ms, render_ms = [], [], []
             for t in steady:
                 now[0] = t
