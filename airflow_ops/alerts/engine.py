@@ -80,6 +80,8 @@ class AlertEngine:
         # labels (and so their identity for dedup) do not flap with the DB's availability.
         self._dags: dict[tuple[str, str], DagInfo] = {}
         self._enriched: dict[int, tuple[Alert, DagInfo | None, Alert]] = {}
+        self._routed_labels: dict[int, tuple[Mapping[str, str], DagInfo | None, Mapping[str, str]]] = {}
+        self._source: dict[int, Alert] = {}  # routed labels (by identity) -> the evaluator's alert
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -115,9 +117,12 @@ class AlertEngine:
 
     def _with_dag_labels(self, alerts: Sequence[Alert]) -> list[Alert]:
         """Alerts about a DAG gain its ``owner`` and ``dag_tags`` labels for routing. Done on the
-        few alerts rather than the many samples; an alert the evaluator did not change keeps the
-        very same enriched object, which the dispatcher relies on to stay cheap."""
-        cache: dict[int, tuple[Alert, DagInfo | None, Alert]] = {}
+        few alerts rather than the many samples. An alert the evaluator did not change keeps the
+        very same routed object, and one whose value moved keeps its routed label dict: the
+        dispatcher relies on both to stay cheap."""
+        routed_of: dict[int, tuple[Alert, DagInfo | None, Alert]] = {}
+        labels_of: dict[int, tuple[Mapping[str, str], DagInfo | None, Mapping[str, str]]] = {}
+        source: dict[int, Alert] = {}
         out = []
         for a in alerts:
             facts = self._dags.get(_dag_key(a))
@@ -125,12 +130,27 @@ class AlertEngine:
             if hit is not None and hit[0] is a and hit[1] == facts:
                 routed = hit[2]
             else:
-                extra = _dag_labels(a.labels, facts)
-                routed = replace(a, labels={**a.labels, **extra}) if extra else a
-            cache[id(a)] = (a, facts, routed)
+                known = self._routed_labels.get(id(a.labels))
+                if known is not None and known[0] is a.labels and known[1] == facts:
+                    labels = known[2]
+                else:
+                    extra = _dag_labels(a.labels, facts)
+                    labels = {**a.labels, **extra} if extra else a.labels
+                routed = a if labels is a.labels else _relabelled(a, labels)
+            routed_of[id(a)] = (a, facts, routed)
+            labels_of[id(a.labels)] = (a.labels, facts, routed.labels)
+            source[id(routed.labels)] = a
             out.append(routed)
-        self._enriched = cache
+        self._enriched, self._routed_labels, self._source = routed_of, labels_of, source
         return out
+
+    def _refreshed(self, routed: Alert) -> Alert:
+        """``routed`` with its annotations rendered for its current value (see Evaluator.fresh)."""
+        src = self._source.get(id(routed.labels))
+        fresh = self._evaluator.fresh(src.fingerprint) if src is not None else None
+        if fresh is None or fresh.annotations is routed.annotations:
+            return routed
+        return replace(routed, annotations=fresh.annotations)
 
     def _check_leadership(self) -> bool:
         held = self._leadership.try_acquire()
@@ -182,9 +202,10 @@ class AlertEngine:
         """Current alerts with why each is (not) notified, for the API and ``alerts list``."""
         now = self._clock()
         with self._lock:
+            current = [self._refreshed(a) for a in self._current]
             return [
                 {**a.to_json(), "fingerprint": a.fingerprint, **self._dispatcher.status(a, now)}
-                for a in self._current
+                for a in current
             ]
 
     def state_for(self, deployment: str) -> AlertingState:
@@ -210,7 +231,12 @@ class AlertEngine:
     # ------------------------------------------------------------------ failure context
 
     def _enrich(self, n: Notification) -> Notification:
-        """Add the failed tasks and their log tails to notifications about failing DAGs."""
+        """Render the annotations for the current values, and add the failed tasks and their log
+        tails to notifications about failing DAGs."""
+        with self._lock:
+            alerts = tuple(self._refreshed(a) for a in n.alerts)
+        if any(new is not old for new, old in zip(alerts, n.alerts, strict=True)):
+            n = replace(n, alerts=alerts)
         context: dict[str, Any] = dict(n.context)
         for a in n.firing:
             dag_id, deployment = a.labels.get(DAG_ID), a.labels.get(DEPLOYMENT)
@@ -252,6 +278,22 @@ def _metric_names(rules: Sequence[Rule]) -> set[str] | None:
     """The series the rules read (None: a rule without a metric name reads every series)."""
     names = {r.expr.metric for r in rules}
     return None if None in names else {n for n in names if n is not None}
+
+
+def _relabelled(a: Alert, labels: Mapping[str, str]) -> Alert:
+    # Positional construction: dataclasses.replace costs twice as much, per alert per cycle.
+    return Alert(
+        dict(labels) if not isinstance(labels, dict) else labels,
+        a.annotations,
+        a.state,
+        a.value,
+        a.active_at,
+        a.fired_at,
+        a.resolved_at,
+        a.last_seen_at,
+        a.generator_url,
+        a.keep_firing_since,
+    )
 
 
 def _dag_key(alert: Alert) -> tuple[str, str]:

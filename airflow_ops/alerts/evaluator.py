@@ -52,6 +52,7 @@ class _Entry:
     rule: int
     alert: Alert
     rendered_for: object  # the value the annotations were rendered with, or _NOT_RENDERED
+    template_labels: dict[str, str] | None = None  # $labels, kept for rendering on demand
     restored: bool = False  # restored from the store and not yet claimed by an evaluation
 
 
@@ -175,33 +176,29 @@ class Evaluator:
                 fired_at=now if firing else None,
                 last_seen_at=now,
             )
-            self._entries[series.fp] = _Entry(i, alert, value)
+            self._entries[series.fp] = _Entry(i, alert, value, series.template_labels)
             self._upserted[series.fp] = alert
             return
         old = entry.alert
         entry.rule, entry.restored = i, False
+        entry.template_labels = series.template_labels
         annotations = old.annotations
-        if entry.rendered_for is _NOT_RENDERED:
+        state, fired_at = old.state, old.fired_at
+        if state is AlertState.PENDING and now_ms - _ms(old.active_at) >= compiled.for_ms:
+            state, fired_at = AlertState.FIRING, now
+        if entry.rendered_for is _NOT_RENDERED or state is not old.state:
             annotations = {k: t.render(series.template_labels, value) for k, t in rule.annotations.items()}
-        elif (
-            compiled.value_annotations
-            and value != entry.rendered_for
-            and not _both_nan(value, entry.rendered_for)
-        ):
-            annotations = dict(annotations)
-            for key, template in compiled.value_annotations:
-                annotations[key] = template.render(series.template_labels, value)
-        entry.rendered_for = value
+            entry.rendered_for = value
+        # A value that merely moved leaves the $value annotations as they were: they are rendered
+        # on demand (``fresh``) for what is shown or sent. 10,000 ageing alerts would otherwise
+        # be rendered again every cycle, and nothing reads most of them.
         # Persisted: transitions and timers, what a restart relies on. Not annotation text: it is
         # rendered again on the first evaluation after a restore, and an age shown with $value
         # would otherwise rewrite every alert on every poll. The series being back ends a
         # keep_firing_for period in progress, which must be forgotten.
-        changed = old.keep_firing_since is not None
+        changed = old.keep_firing_since is not None or state is not old.state
         if annotations == old.annotations:
             annotations = old.annotations
-        state, fired_at = old.state, old.fired_at
-        if state is AlertState.PENDING and now_ms - _ms(old.active_at) >= compiled.for_ms:
-            state, fired_at, changed = AlertState.FIRING, now, True
         entry.alert = Alert(
             old.labels, annotations, state, value, old.active_at, fired_at, None, now, old.generator_url
         )
@@ -225,6 +222,28 @@ class Evaluator:
                     return
             entry.alert = replace(alert, state=AlertState.RESOLVED, resolved_at=now, keep_firing_since=None)
             self._upserted[fp] = entry.alert
+
+    def fresh(self, fp: str) -> Alert | None:
+        """The alert of fingerprint ``fp`` with its annotations rendered for its current value
+        (``evaluate`` renders them when an alert starts or changes state, not when only its
+        value moves). None if the evaluator holds no such alert."""
+        entry = self._entries.get(fp)
+        if entry is None:
+            return None
+        alert = entry.alert
+        values = self._rules[entry.rule].value_annotations
+        if (
+            values
+            and entry.template_labels is not None
+            and alert.value != entry.rendered_for
+            and not _both_nan(alert.value, entry.rendered_for)
+        ):
+            annotations = dict(alert.annotations)
+            for key, template in values:
+                annotations[key] = template.render(entry.template_labels, alert.value)
+            entry.alert = alert = replace(alert, annotations=annotations)
+            entry.rendered_for = alert.value
+        return alert
 
     def _drop(self, fp: str) -> None:
         del self._entries[fp]

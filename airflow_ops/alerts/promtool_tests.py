@@ -144,10 +144,11 @@ def _run_group(group: Mapping[str, Any], rules: Sequence[Rule], interval_ms: int
         # An eval_time is checked against the evaluation at or just before it (ts <= t < ts + interval).
         while pending < len(tests) and ts <= tests[pending].eval_ms < ts + interval_ms:
             test = tests[pending]
+            firing = [a for a in alerts if a.state is AlertState.FIRING and a.name == test.alertname]
             got = sorted(
-                (tuple(sorted(a.labels.items())), tuple(sorted(a.annotations.items())))
-                for a in alerts
-                if a.state is AlertState.FIRING and a.name == test.alertname
+                (tuple(sorted(a.labels.items())), tuple(sorted(fresh.annotations.items())))
+                for a in firing
+                if (fresh := evaluator.fresh(a.fingerprint)) is not None
             )
             if got != sorted(test.expected):
                 failures.append(

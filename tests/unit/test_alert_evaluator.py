@@ -144,7 +144,12 @@ def test_changed_reports_transitions_not_value_or_annotation_moves() -> None:
     assert ev.changed() == ([], [])
     (moved,) = by_name(ev.evaluate([failing(4100.0), down()], T0 + 90), "DagFailing")
     assert ev.changed() == ([], [])  # the text moved: rendered again after a restore, not persisted
-    assert moved.annotations["summary"] == "etl failing for 1h 8m 20s"
+    # A value that only moved is rendered on demand, for what is shown or sent.
+    assert moved.annotations["summary"] == "etl failing for 1h 6m 40s"
+    fresh = ev.fresh(moved.fingerprint)
+    assert fresh is not None and fresh.annotations["summary"] == "etl failing for 1h 8m 20s"
+    assert (fresh.value, fresh.state) == (moved.value, moved.state)
+    assert ev.fresh(moved.fingerprint) is fresh  # rendered once per value
     assert new.annotations["summary"] == "etl failing for 1h 6m 40s"  # returned objects never change
     (fired,) = by_name(ev.evaluate([failing(4100.0), down()], T0 + 300), "DagFailing")
     assert ev.changed() == ([fired], []) and fired.state is AlertState.FIRING
