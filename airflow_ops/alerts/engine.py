@@ -80,7 +80,7 @@ class AlertEngine:
         # labels (and so their identity for dedup) do not flap with the DB's availability.
         self._dags: dict[tuple[str, str], DagInfo] = {}
         self._enriched: dict[int, tuple[Alert, DagInfo | None, Alert]] = {}
-        self._routed_labels: dict[int, tuple[Mapping[str, str], DagInfo | None, Mapping[str, str]]] = {}
+        self._routed_labels: dict[int, tuple[dict[str, str], DagInfo | None, dict[str, str]]] = {}
         self._source: dict[int, Alert] = {}  # routed labels (by identity) -> the evaluator's alert
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -121,7 +121,7 @@ class AlertEngine:
         very same routed object, and one whose value moved keeps its routed label dict: the
         dispatcher relies on both to stay cheap."""
         routed_of: dict[int, tuple[Alert, DagInfo | None, Alert]] = {}
-        labels_of: dict[int, tuple[Mapping[str, str], DagInfo | None, Mapping[str, str]]] = {}
+        labels_of: dict[int, tuple[dict[str, str], DagInfo | None, dict[str, str]]] = {}
         source: dict[int, Alert] = {}
         out = []
         for a in alerts:
@@ -280,10 +280,10 @@ def _metric_names(rules: Sequence[Rule]) -> set[str] | None:
     return None if None in names else {n for n in names if n is not None}
 
 
-def _relabelled(a: Alert, labels: Mapping[str, str]) -> Alert:
+def _relabelled(a: Alert, labels: dict[str, str]) -> Alert:
     # Positional construction: dataclasses.replace costs twice as much, per alert per cycle.
     return Alert(
-        dict(labels) if not isinstance(labels, dict) else labels,
+        labels,
         a.annotations,
         a.state,
         a.value,

@@ -9,7 +9,6 @@ down) is rescheduled in the store, so it survives restarts; the wait doubles up 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,8 +26,6 @@ MAX_BACKOFF = 600.0
 # An integration that no longer exists in the config keeps its items: they are retried this
 # rarely, in case the config comes back, and show in the pending count meanwhile.
 ORPHAN_RETRY = 3600.0
-# How many undelivered items are read to find the groups held back by an item waiting for its retry.
-HELD_SCAN = 10_000
 LATENCY_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -82,11 +79,7 @@ class OutboxWorker:
             # later ones back: a "resolved" must never overtake its "firing". That earlier item
             # may be waiting out a backoff (not due, so not in ``due``): look in the store, not in
             # memory, so the order also holds after a restart or a change of leader.
-            held: dict[tuple[str, str], int] = {}
-            if self._store.outbox_pending_count() > len(due):
-                for waiting in self._store.outbox_due(math.inf, limit=HELD_SCAN):
-                    if waiting.next_attempt_at > now:
-                        held.setdefault((waiting.integration, waiting.group_key), waiting.id)
+            held = self._store.outbox_waiting(now)
             blocked: set[tuple[str, str]] = set()
             for item in due:
                 key = (item.integration, item.group_key)

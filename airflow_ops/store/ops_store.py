@@ -142,6 +142,18 @@ class OpsStore:
         if not self._write(lambda tx: tx.execute(sql, params)):
             raise StoreError(f"no outbox item with id {item_id}")
 
+    def outbox_waiting(self, now: float) -> dict[tuple[str, str], int]:
+        """Per (integration, group_key), the first undelivered item that is not due yet (waiting
+        out a backoff): it holds the later items of its group back."""
+        rows = self._read(
+            lambda tx: tx.query(
+                "SELECT integration, group_key, MIN(id) FROM ops_outbox "
+                "WHERE delivered_at IS NULL AND next_attempt_at > ? GROUP BY integration, group_key",
+                (now,),
+            )
+        )
+        return {(integration, group_key): int(first) for integration, group_key, first in rows}
+
     def outbox_pending_count(self) -> int:
         return int(self._scalar("SELECT COUNT(*) FROM ops_outbox WHERE delivered_at IS NULL"))
 
