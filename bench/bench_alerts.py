@@ -45,7 +45,7 @@ from typing import Any
 from airflow_ops.alerts.dispatcher import Dispatcher, IntegrationInfo
 from airflow_ops.alerts.engine import TICK_SECONDS, AlertEngine
 from airflow_ops.alerts.evaluator import Evaluator
-from airflow_ops.alerts.model import Alert, AlertState, Sample, samples_of
+from airflow_ops.alerts.model import Alert, AlertState, Sample, SampleReader, samples_of
 from airflow_ops.alerts.outbox import OutboxWorker
 from airflow_ops.alerts.receivers import build_integrations
 from airflow_ops.alerts.rules import Rule, load_rule_files
@@ -289,9 +289,10 @@ def _commit_ms(tmp: Path, repeats: int = 20) -> float:
 
 
 def _cycle_samples(fleet: Fleet, times: Sequence[float]) -> list[list[Sample]]:
+    # Read as the service does: a SampleReader keeps a series' label dict while the series lives.
     renderer = SnapshotRenderer(MetricsConfig())
-    wanted = _wanted(_rules())
-    return [samples_of(renderer.families([fleet.snapshot(t)]), wanted) for t in times]
+    reader = SampleReader(_wanted(_rules()))
+    return [reader.read(renderer.families([fleet.snapshot(t)])) for t in times]
 
 
 def measure_components(label: str, fleet: Fleet, cycles: int, tmp: Path) -> CycleResult:

@@ -164,6 +164,10 @@ class Dispatcher:
         # Why each alert is muted, by fingerprint; dropped whenever silences, paused DAGs or
         # inhibiting alerts change. Only the silences' time windows are checked at each flush.
         self._mutes: dict[str, _Mutes | None] = {}
+        # The notification log as read from and written to the store (None: no entry). This
+        # dispatcher is the only writer while its replica leads (a new leader makes a new
+        # dispatcher), so the store is read once per group, not at every flush of every group.
+        self._nflog: dict[tuple[str, str], NflogEntry | None] = {}
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -270,6 +274,17 @@ class Dispatcher:
     def next_flush_at(self) -> float | None:
         return min((g.next_at for g in self._groups.values()), default=None)
 
+    def due_firing(self, now: float) -> list[Alert]:
+        """The firing alerts of the groups a flush at ``now`` would look at."""
+        firing = AlertState.FIRING
+        return [
+            a
+            for g in self._groups.values()
+            if g.next_at <= now
+            for a in g.alerts.values()
+            if a.state is firing
+        ]
+
     def flush(
         self, now: float, enrich: Callable[[Notification], Notification] | None = None
     ) -> list[Notification]:
@@ -297,8 +312,7 @@ class Dispatcher:
                     firing.append(fp)
             if unmuted:
                 pending.append((group, unmuted, frozenset(firing), integrations))
-        keys = [(i.key, g.key) for g, _, _, infos in pending for i in infos]
-        log = self._store.nflog_get_many(keys) if keys else {}
+        log = self._nflog_for([(i.key, g.key) for g, _, _, infos in pending for i in infos])
 
         entries: list[NflogEntry] = []
         notifications: list[tuple[IntegrationInfo, Notification]] = []
@@ -337,8 +351,22 @@ class Dispatcher:
         ]
         if entries:
             self._store.record_notifications(entries, items)
+            log.update(((e.receiver, e.group_key), e) for e in entries)
         self._retire_resolved(due)
         return [n for _, n in notifications]
+
+    def _nflog_for(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], NflogEntry | None]:
+        """The notification log, with the entries of ``keys`` read from the store if not known yet."""
+        log = self._nflog
+        missing = [k for k in keys if k not in log]
+        if missing:
+            found = self._store.nflog_get_many(missing)
+            log.update((k, found.get(k)) for k in missing)
+        if len(log) > 2 * len(self._groups) * max(1, len(self._integrations)) + 1000:
+            live = {g.key for g in self._groups.values()}
+            self._nflog = {k: e for k, e in log.items() if k[1] in live}
+            log = self._nflog
+        return log
 
     def _notification(
         self, group: _Group, alerts: Iterable[Alert], now: float, reason: NotifyReason

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.25
 DAG_ID = "dag_id"
 DEPLOYMENT = "deployment"
+FAILURE_METRICS = frozenset({"airflow_dag_failing_seconds", "airflow_task_failing_streak"})
 
 
 class AlertEngine:
@@ -75,6 +76,9 @@ class AlertEngine:
         self._apis: dict[str, RestApiSource] = {}
         # (deployment, dag_id, alert active since) -> context: fetched once per failure episode.
         self._context_cache: dict[tuple[str, str, float], dict[str, Any] | None] = {}
+        # Notifications of these alerts carry the failed tasks and log tails: the rules that read
+        # DAG or task failures, whatever they are named.
+        self._failure_alerts = {r.name for r in self.rules if r.expr.metric in FAILURE_METRICS}
         self._current: list[Alert] = []
         # Last known facts per (deployment, dag_id): kept when a poll of the DB fails, so alert
         # labels (and so their identity for dedup) do not flap with the DB's availability.
@@ -145,12 +149,15 @@ class AlertEngine:
         return out
 
     def _refreshed(self, routed: Alert) -> Alert:
-        """``routed`` with its annotations rendered for its current value (see Evaluator.fresh)."""
+        """``routed`` as of the last evaluation: current value, annotations rendered for it (see
+        Evaluator.fresh)."""
         src = self._source.get(id(routed.labels))
         fresh = self._evaluator.fresh(src.fingerprint) if src is not None else None
-        if fresh is None or fresh.annotations is routed.annotations:
+        if fresh is None or fresh is src:
             return routed
-        return replace(routed, annotations=fresh.annotations)
+        return replace(
+            routed, annotations=fresh.annotations, value=fresh.value, last_seen_at=fresh.last_seen_at
+        )
 
     def _check_leadership(self) -> bool:
         held = self._leadership.try_acquire()
@@ -174,7 +181,13 @@ class AlertEngine:
         with self._lock:
             if not self._leader:
                 return
-            self._dispatcher.flush(self._clock(), enrich=self._enrich)
+            wanted = self._contexts_wanted(self._dispatcher.due_firing(self._clock()))
+        # REST calls to Airflow, outside the lock: a slow API never holds up evaluation or views.
+        for deployment, dag_id, since in wanted:
+            self._fetch_failure_context(deployment, dag_id, since)
+        with self._lock:
+            if self._leader:  # the time after those calls: what is logged as sent is sent now
+                self._dispatcher.flush(self._clock(), enrich=self._enrich)
         self.outbox.deliver_due()
 
     def start(self) -> None:
@@ -239,21 +252,30 @@ class AlertEngine:
             n = replace(n, alerts=alerts)
         context: dict[str, Any] = dict(n.context)
         for a in n.firing:
-            dag_id, deployment = a.labels.get(DAG_ID), a.labels.get(DEPLOYMENT)
-            if not dag_id or not deployment or "failing" not in a.name.lower():
-                continue
-            ctx = self._failure_context(deployment, dag_id, a.active_at)
+            key = self._context_key(a)
+            ctx = self._context_cache.get(key) if key is not None else None
             if ctx is not None:
                 context[a.fingerprint] = ctx
         return replace(n, context=context) if context != n.context else n
 
-    def _failure_context(self, deployment: str, dag_id: str, since: float) -> dict[str, Any] | None:
-        dep = self._config.deployments.get(deployment)
-        if dep is None or dep.api is None:
+    def _context_key(self, a: Alert) -> tuple[str, str, float] | None:
+        """Which failure episode a notification about ``a`` should describe, if any: alerts of the
+        rules that read DAG or task failures, about a DAG of a deployment with an API."""
+        dag_id, deployment = a.labels.get(DAG_ID), a.labels.get(DEPLOYMENT)
+        if not dag_id or not deployment or a.name not in self._failure_alerts:
             return None
-        key = (deployment, dag_id, since)
-        if key in self._context_cache:
-            return self._context_cache[key]
+        dep = self._config.deployments.get(deployment)
+        return (deployment, dag_id, a.active_at) if dep is not None and dep.api is not None else None
+
+    def _contexts_wanted(self, alerts: Sequence[Alert]) -> set[tuple[str, str, float]]:
+        keys = {self._context_key(a) for a in alerts}
+        return {k for k in keys if k is not None and k not in self._context_cache}
+
+    def _fetch_failure_context(self, deployment: str, dag_id: str, since: float) -> None:
+        """Read the failed tasks and their log tails once per failure episode (a failed read is
+        tried again at the group's next flush)."""
+        dep = self._config.deployments[deployment]
+        assert dep.api is not None  # see _context_key
         api = self._apis.get(deployment)
         if api is None:
             api = self._apis[deployment] = RestApiSource(deployment, dep.api)
@@ -267,11 +289,10 @@ class AlertEngine:
             )
         except SourceError as e:
             log.warning("alerting: no failure details for %s/%s: %s", deployment, dag_id, e)
-            return None
+            return
         if len(self._context_cache) > 1000:
             self._context_cache.clear()
-        self._context_cache[key] = ctx
-        return ctx
+        self._context_cache[(deployment, dag_id, since)] = ctx
 
 
 def _metric_names(rules: Sequence[Rule]) -> set[str] | None:

@@ -12,8 +12,14 @@ that comes back after resolution is a new alert.
 
 Times are compared in whole milliseconds, as Prometheus does, so a ``for`` of 5m fires exactly
 five minutes later even with epoch-second floats. Each cycle only what changed is reported
-(:meth:`Evaluator.changed`): new alerts, state transitions and new annotation text, not a value
-that merely moved, so the store writes little. What a restart needs is in every upsert: state,
+(:meth:`Evaluator.changed`): new alerts and state transitions, not a value that merely moved, so
+the store writes little.
+
+An alert whose state did not change is the very same object cycle after cycle: its ``value`` and
+``last_seen_at`` are those of its last transition, and its ``$value`` annotations were rendered
+then. :meth:`Evaluator.fresh` gives the alert as of the last evaluation, for what is shown or sent.
+10,000 alerts that only age would otherwise cost 10,000 new objects (and as many cache misses
+downstream) every cycle. What a restart needs is in every upsert: state,
 active_at, fired_at, resolved_at (``last_seen_at`` moves every cycle and is not a reason to write).
 The start of a ``keep_firing_for`` period is part of the alert (``keep_firing_since``), so it is
 persisted like the rest and a restart does not extend the period.
@@ -21,7 +27,8 @@ persisted like the rest and a restart does not extend the period.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from .expr import METRIC_NAME, SampleIndex
@@ -45,15 +52,20 @@ class _Series:
     labels: dict[str, str]  # the alert's labels
     fp: str
     template_labels: dict[str, str]  # $labels: the series' labels, __name__ included
+    name: str  # the sample's series name
+    source: Mapping[str, str]  # the sample's label dict (held, so its id() is not reused)
+    key: tuple[str, tuple[tuple[str, str], ...]]  # (name, label items): the cache key by content
 
 
 @dataclass(slots=True)
 class _Entry:
     rule: int
-    alert: Alert
+    alert: Alert  # as of its last transition (value, last_seen_at, annotations)
     rendered_for: object  # the value the annotations were rendered with, or _NOT_RENDERED
     template_labels: dict[str, str] | None = None  # $labels, kept for rendering on demand
     restored: bool = False  # restored from the store and not yet claimed by an evaluation
+    value: float = math.nan  # the value at the last evaluation that saw the series
+    seen_at: float | None = None  # that evaluation's time
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,16 @@ class _CompiledRule:
     for_ms: int
     keep_firing_for_ms: int
     value_annotations: tuple[tuple[str, Template], ...]  # the annotations that use $value
+
+
+def _current(entry: _Entry) -> Alert:
+    """The entry's alert with the value and time of the last evaluation that saw its series."""
+    alert = entry.alert
+    if alert.last_seen_at == entry.seen_at and (
+        alert.value == entry.value or _both_nan(alert.value, entry.value)
+    ):
+        return alert
+    return replace(alert, value=entry.value, last_seen_at=entry.seen_at)
 
 
 def _both_nan(a: object, b: object) -> bool:
@@ -82,7 +104,10 @@ class Evaluator:
             for r in rules
         ]
         self._entries: dict[str, _Entry] = {}
-        self._series: list[dict[tuple[str, tuple[tuple[str, str], ...]], _Series]] = [{} for _ in rules]
+        # Per rule, last cycle's series by the id() of the sample's label dict (the service's
+        # SampleReader hands out the same dict while a series lives), and by content.
+        self._by_id: list[dict[int, _Series]] = [{} for _ in rules]
+        self._by_key: list[dict[tuple[str, tuple[tuple[str, str], ...]], _Series]] = [{} for _ in rules]
         self._upserted: dict[str, Alert] = {}
         self._removed: set[str] = set()
         self.last_errors: list[str] = []
@@ -122,23 +147,39 @@ class Evaluator:
         return [e.alert for e in self._entries.values()]
 
     def _results(self, i: int, rule: Rule, index: SampleIndex) -> list[tuple[_Series, float]] | None:
-        cached = self._series[i].get
-        fresh: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+        by_id_get = self._by_id[i].get
+        by_key = self._by_key[i]
+        fresh: dict[int, _Series] = {}
         batch: list[tuple[_Series, float]] = []
+        missed = False  # a series not among last cycle's (by label dict)
         for sample in rule.expr.evaluate(index):
-            key = (sample.name, tuple(sample.labels.items()))
-            series = cached(key) or self._identify(rule, sample)
-            fresh[key] = series
+            labels = sample.labels
+            series = by_id_get(id(labels))
+            if series is None or series.name != sample.name:  # held dicts: an id hit is this dict
+                missed = True
+                key = (sample.name, tuple(labels.items()))
+                series = by_key.get(key)
+                if series is None:
+                    series = by_key[key] = self._identify(rule, sample, key)
+                elif series.source is not labels:
+                    series = by_key[key] = _Series(
+                        series.labels, series.fp, series.template_labels, sample.name, labels, key
+                    )
+            fresh[id(labels)] = series
             batch.append((series, sample.value))
-        if len({series.fp for series, _ in batch}) != len(batch):
+        # Last cycle's series had distinct fingerprints (or the rule failed and cached nothing by
+        # id): only a batch with other series can have a clash.
+        if missed and len({series.fp for series, _ in batch}) != len(batch):
             # Prometheus fails the whole rule for this cycle and keeps its alerts as they were.
             self._error(rule, "several result series have the same labels once the rule's labels apply")
             return None
-        self._series[i] = fresh  # only last cycle's series stay cached
+        self._by_id[i] = fresh  # only last cycle's series stay cached
+        if len(by_key) > 2 * len(batch) + 1000:
+            self._by_key[i] = {s.key: s for s, _ in batch}
         return batch
 
     @staticmethod
-    def _identify(rule: Rule, sample: Sample) -> _Series:
+    def _identify(rule: Rule, sample: Sample, key: tuple[str, tuple[tuple[str, str], ...]]) -> _Series:
         # Prometheus has no empty-valued labels: an empty value is an absent label.
         template_labels = {k: v for k, v in sample.labels.items() if v and k != METRIC_NAME}
         labels = dict(template_labels)
@@ -151,7 +192,7 @@ class Evaluator:
                 labels.pop(key, None)
         labels[ALERTNAME] = rule.name
         labels = dict(sorted(labels.items()))
-        return _Series(labels, fingerprint(labels), template_labels)
+        return _Series(labels, fingerprint(labels), template_labels, sample.name, sample.labels, key)
 
     def _present(
         self,
@@ -176,22 +217,22 @@ class Evaluator:
                 fired_at=now if firing else None,
                 last_seen_at=now,
             )
-            self._entries[series.fp] = _Entry(i, alert, value, series.template_labels)
+            self._entries[series.fp] = _Entry(i, alert, value, series.template_labels, False, value, now)
             self._upserted[series.fp] = alert
             return
-        old = entry.alert
-        entry.rule, entry.restored = i, False
+        entry.value, entry.seen_at = value, now
         entry.template_labels = series.template_labels
-        annotations = old.annotations
+        old = entry.alert
         state, fired_at = old.state, old.fired_at
         if state is AlertState.PENDING and now_ms - _ms(old.active_at) >= compiled.for_ms:
             state, fired_at = AlertState.FIRING, now
+        elif old.keep_firing_since is None and entry.rendered_for is not _NOT_RENDERED and not entry.restored:
+            return  # only the value moved: the alert stays the same object (see ``fresh``)
+        entry.rule, entry.restored = i, False
+        annotations = old.annotations
         if entry.rendered_for is _NOT_RENDERED or state is not old.state:
             annotations = {k: t.render(series.template_labels, value) for k, t in rule.annotations.items()}
             entry.rendered_for = value
-        # A value that merely moved leaves the $value annotations as they were: they are rendered
-        # on demand (``fresh``) for what is shown or sent. 10,000 ageing alerts would otherwise
-        # be rendered again every cycle, and nothing reads most of them.
         # Persisted: transitions and timers, what a restart relies on. Not annotation text: it is
         # rendered again on the first evaluation after a restore, and an age shown with $value
         # would otherwise rewrite every alert on every poll. The series being back ends a
@@ -216,21 +257,24 @@ class Evaluator:
             keep_ms = self._rules[entry.rule].keep_firing_for_ms
             if keep_ms > 0:
                 if alert.keep_firing_since is None:
-                    alert = entry.alert = replace(alert, keep_firing_since=now)
+                    alert = entry.alert = replace(_current(entry), keep_firing_since=now)
                     self._upserted[fp] = alert
                 if now_ms - _ms(alert.keep_firing_since) < keep_ms:
                     return
-            entry.alert = replace(alert, state=AlertState.RESOLVED, resolved_at=now, keep_firing_since=None)
+            entry.alert = replace(
+                _current(entry), state=AlertState.RESOLVED, resolved_at=now, keep_firing_since=None
+            )
             self._upserted[fp] = entry.alert
 
     def fresh(self, fp: str) -> Alert | None:
-        """The alert of fingerprint ``fp`` with its annotations rendered for its current value
-        (``evaluate`` renders them when an alert starts or changes state, not when only its
-        value moves). None if the evaluator holds no such alert."""
+        """The alert of fingerprint ``fp`` as of the last evaluation: its current value and
+        last_seen_at, and annotations rendered for that value (``evaluate`` renders them when an
+        alert starts or changes state, not when only its value moves). None if the evaluator
+        holds no such alert."""
         entry = self._entries.get(fp)
         if entry is None:
             return None
-        alert = entry.alert
+        alert = _current(entry)
         values = self._rules[entry.rule].value_annotations
         if (
             values
@@ -241,8 +285,9 @@ class Evaluator:
             annotations = dict(alert.annotations)
             for key, template in values:
                 annotations[key] = template.render(entry.template_labels, alert.value)
-            entry.alert = alert = replace(alert, annotations=annotations)
+            alert = replace(alert, annotations=annotations)
             entry.rendered_for = alert.value
+        entry.alert = alert
         return alert
 
     def _drop(self, fp: str) -> None:
@@ -272,12 +317,15 @@ class Evaluator:
         """Take over alerts from the store (replacing any state held), so ``for`` timers and
         firing alerts survive a restart. Alerts of rules that no longer exist are dropped."""
         self._entries.clear()
-        self._series = [{} for _ in self._rules]
+        self._by_id = [{} for _ in self._rules]
+        self._by_key = [{} for _ in self._rules]
         self._upserted, self._removed = {}, set()
         for alert in alerts:
             owner = self._owner(alert)
             if owner is not None:
-                self._entries[alert.fingerprint] = _Entry(owner, alert, _NOT_RENDERED, restored=True)
+                self._entries[alert.fingerprint] = _Entry(
+                    owner, alert, _NOT_RENDERED, None, True, alert.value, alert.last_seen_at
+                )
 
     def _owner(self, alert: Alert) -> int | None:
         """The rule that made this alert: same name, and its fixed labels agree."""

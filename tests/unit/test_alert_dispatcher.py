@@ -443,4 +443,4 @@ def test_burst_of_500_failing_dags_gives_500_groups_flushed_once(store: Counting
     assert len(queued(store)) == 500
     d.update(alerts, now=WAIT + INTERVAL)
     assert d.flush(now=WAIT + INTERVAL) == []
-    assert (store.reads, store.writes) == (2, 1)
+    assert (store.reads, store.writes) == (1, 1)  # the log it wrote is known: nothing read again

@@ -148,7 +148,9 @@ def test_changed_reports_transitions_not_value_or_annotation_moves() -> None:
     assert moved.annotations["summary"] == "etl failing for 1h 6m 40s"
     fresh = ev.fresh(moved.fingerprint)
     assert fresh is not None and fresh.annotations["summary"] == "etl failing for 1h 8m 20s"
-    assert (fresh.value, fresh.state) == (moved.value, moved.state)
+    # Until its state changes, an alert is the same object: value and text of its last transition.
+    assert moved is new and (moved.value, moved.last_seen_at) == (4000.0, T0)
+    assert (fresh.value, fresh.last_seen_at, fresh.state) == (4100.0, T0 + 90, moved.state)
     assert ev.fresh(moved.fingerprint) is fresh  # rendered once per value
     assert new.annotations["summary"] == "etl failing for 1h 6m 40s"  # returned objects never change
     (fired,) = by_name(ev.evaluate([failing(4100.0), down()], T0 + 300), "DagFailing")
