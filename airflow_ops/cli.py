@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from .cli_alerting import register as register_alerting
+from .cli_maintenance import register as register_maintenance
 from .config import Config, ConfigError, load_config, mask
 
 
@@ -178,6 +179,7 @@ def catalogue() -> None:
 
 
 register_alerting(main, _load, config_option)
+register_maintenance(main, _load, config_option)
 
 
 if __name__ == "__main__":  # pragma: no cover

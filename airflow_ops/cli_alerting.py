@@ -26,8 +26,9 @@ def _alerting(config: Config) -> Any:
 def _store(config: Config) -> Any:
     from .store import StoreError, open_store
 
+    _alerting(config)
     try:
-        return open_store(_alerting(config).store.value)
+        return open_store(config.store.value)
     except StoreError as e:
         raise click.ClickException(f"cannot open the ops store: {e}") from None
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .config import MetricsConfig
 from .exposition import Family
-from .snapshot import LIVE_TI_STATES, WAITING_TI_STATES, Histogram, Snapshot
+from .snapshot import LIVE_TI_STATES, WAITING_TI_STATES, Histogram, MaintenanceTaskState, Snapshot
 
 MetricType = Literal["gauge", "counter", "histogram"]
 
@@ -89,6 +89,77 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Time from a notification being queued to its delivery.",
         "receiver",
         "alerts",
+    ),
+    # --- maintenance (audit records in the ops store, the backup directory, the log volume)
+    _spec(
+        "airflow_ops_maintenance_last_success_timestamp_seconds",
+        "gauge",
+        "When the newest successful run of a maintenance task finished (Unix time).",
+        "task",
+        "maintenance",
+    ),
+    _spec(
+        "airflow_ops_maintenance_last_run_status",
+        "gauge",
+        "1 if the newest run of a maintenance task succeeded (or is running), 0 if it failed.",
+        "task",
+        "maintenance",
+    ),
+    _spec(
+        "airflow_ops_maintenance_overdue_seconds",
+        "gauge",
+        "For scheduled tasks: seconds since the first scheduled time after the last success (0 while"
+        " that time is ahead); missed or failed runs keep it growing until a run succeeds.",
+        "task",
+        "maintenance",
+    ),
+    _spec(
+        "airflow_ops_maintenance_rows_deleted_total",
+        "counter",
+        "Metadata-DB rows deleted by maintenance runs.",
+        "task",
+        "maintenance",
+    ),
+    _spec(
+        "airflow_ops_maintenance_files_deleted_total",
+        "counter",
+        "Files deleted by maintenance runs (logs, old backups).",
+        "task",
+        "maintenance",
+    ),
+    _spec(
+        "airflow_ops_maintenance_bytes_freed_total",
+        "counter",
+        "Bytes freed by maintenance runs (logs, old backups).",
+        "task",
+        "maintenance",
+    ),
+    _spec(
+        "airflow_ops_backup_age_seconds",
+        "gauge",
+        "Age of the newest complete backup (+Inf if there is none).",
+        source="maintenance",
+    ),
+    _spec(
+        "airflow_ops_backup_size_bytes", "gauge", "Size of the newest complete backup.", source="maintenance"
+    ),
+    _spec(
+        "airflow_ops_backup_verified_age_seconds",
+        "gauge",
+        "Age of the newest backup that passed verification (+Inf if there is none).",
+        source="maintenance",
+    ),
+    _spec(
+        "airflow_ops_log_volume_free_bytes",
+        "gauge",
+        "Free space on the volume of Airflow's log folder.",
+        source="maintenance",
+    ),
+    _spec(
+        "airflow_ops_log_volume_free_ratio",
+        "gauge",
+        "Free share (0-1) of the volume of Airflow's log folder.",
+        source="maintenance",
     ),
     _spec("airflow_info", "gauge", "Airflow version reported by the REST API (always 1).", "version", "api"),
     # --- health
@@ -342,6 +413,48 @@ def _notification_latency(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample
     if snap.alerting:
         for receiver, hist in sorted(snap.alerting.latency.items()):
             yield (receiver,), hist
+
+
+def _maintenance_task_metric(name: str, value: Callable[[MaintenanceTaskState], float | None]) -> None:
+    @_producer(name)
+    def produce(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
+        if snap.maintenance is not None:
+            for task, state in sorted(snap.maintenance.tasks.items()):
+                v = value(state)
+                if v is not None:
+                    yield (task,), v
+
+
+for _name, _value in (
+    ("airflow_ops_maintenance_last_success_timestamp_seconds", lambda s: s.last_success_at),
+    (
+        "airflow_ops_maintenance_last_run_status",
+        lambda s: None if s.last_status is None else 0.0 if s.last_status == "failed" else 1.0,
+    ),
+    ("airflow_ops_maintenance_overdue_seconds", lambda s: s.overdue_seconds),
+    ("airflow_ops_maintenance_rows_deleted_total", lambda s: float(s.rows_deleted)),
+    ("airflow_ops_maintenance_files_deleted_total", lambda s: float(s.files_deleted)),
+    ("airflow_ops_maintenance_bytes_freed_total", lambda s: float(s.bytes_freed)),
+):
+    _maintenance_task_metric(_name, _value)
+
+
+def _maintenance_gauge(name: str, attr: str) -> None:
+    @_producer(name)
+    def produce(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
+        value = getattr(snap.maintenance, attr) if snap.maintenance is not None else None
+        if value is not None:
+            yield (), float(value)
+
+
+for _name, _attr in (
+    ("airflow_ops_backup_age_seconds", "backup_age_seconds"),
+    ("airflow_ops_backup_size_bytes", "backup_size_bytes"),
+    ("airflow_ops_backup_verified_age_seconds", "backup_verified_age_seconds"),
+    ("airflow_ops_log_volume_free_bytes", "log_volume_free_bytes"),
+    ("airflow_ops_log_volume_free_ratio", "log_volume_free_ratio"),
+):
+    _maintenance_gauge(_name, _attr)
 
 
 @_producer("airflow_info")

@@ -24,7 +24,7 @@ from typing import Any
 
 from .alerts import http_api as alerting_api
 from .alerts.engine import AlertEngine
-from .config import Config
+from .config import Config, mask
 from .exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -33,10 +33,12 @@ from .exposition import (
     Family,
     wants_openmetrics,
 )
+from .maintenance.monitor import log_folder, maintenance_state
+from .maintenance.schedule import MaintenanceScheduler
 from .metrics import SnapshotRenderer
 from .poller import DeploymentPoller
 from .snapshot import Snapshot, to_jsonable
-from .store import OpsStore, open_store
+from .store import OpsStore, StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class OpsService:
         *,
         with_alerting: bool = True,
     ) -> None:
+        """``with_alerting=False`` (a one-off poll) neither notifies nor runs scheduled maintenance."""
         self.config = config
         self.pollers = (
             list(pollers)
@@ -93,15 +96,21 @@ class OpsService:
         self.rendered: Rendered | None = None
         self.stop_event = threading.Event()
         self.last_loop_at = time.monotonic()
+        self.started_at = time.time()
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.pollers)), thread_name_prefix="poll")
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self.store: OpsStore | None = None
         self.alerting: AlertEngine | None = None
-        if config.alerting is not None and with_alerting:
-            self.store = open_store(config.alerting.store.value)
+        self.scheduler: MaintenanceScheduler | None = None
+        # Deployments whose maintenance is exported (audit records, backups, log volume).
+        self._maintained = {n: d.maintenance for n, d in config.deployments.items() if d.maintenance}
+        if with_alerting and (config.alerting is not None or self._maintained):
+            self.store = open_store(config.store.value)
             try:
-                self.alerting = AlertEngine(config, self.store)
+                if config.alerting is not None:
+                    self.alerting = AlertEngine(config, self.store)
+                self.scheduler = MaintenanceScheduler(config, self.store, mask=lambda t: mask(t, config))
             except Exception:
                 self.store.close()
                 raise
@@ -113,6 +122,8 @@ class OpsService:
         if self.alerting is not None:
             # The engine's own figures as of its last evaluation (one poll behind, like any scrape).
             snapshots = [replace(s, alerting=self.alerting.state_for(s.deployment)) for s in snapshots]
+        if self._maintained and self.store is not None:
+            snapshots = self._with_maintenance(snapshots)
         if self.rendered is None:
             freeze_heap()  # the first poll is done: what is alive now lives about as long as the service
         started = time.perf_counter()
@@ -130,6 +141,26 @@ class OpsService:
                 log.exception("alert evaluation failed")
         self.last_loop_at = time.monotonic()
         return rendered
+
+    def _with_maintenance(self, snapshots: list[Snapshot]) -> list[Snapshot]:
+        assert self.store is not None
+        try:
+            summaries = self.store.audit_summary()
+        except StoreError as e:  # exported without the audit figures this poll
+            log.warning("maintenance: cannot read the audit records: %s", e)
+            summaries = []
+        now = time.time()
+        return [
+            replace(
+                s,
+                maintenance=maintenance_state(
+                    summaries, s.deployment, cfg, now, self.started_at, log_folder(cfg)
+                ),
+            )
+            if (cfg := self._maintained.get(s.deployment)) is not None
+            else s
+            for s in snapshots
+        ]
 
     def _poll_loop(self) -> None:
         interval = self.config.service.poll_interval
@@ -173,6 +204,8 @@ class OpsService:
             self._threads.append(t)
         if self.alerting is not None:
             self.alerting.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
         log.info("serving on %s", self.url)
 
     @property
@@ -197,6 +230,8 @@ class OpsService:
             p.close()
         if self.alerting is not None:
             self.alerting.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.store is not None:
             self.store.close()
 

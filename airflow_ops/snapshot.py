@@ -204,6 +204,31 @@ class AlertingState:
 
 
 @dataclass(frozen=True)
+class MaintenanceTaskState:
+    """One maintenance task of a deployment, from the audit records (dry runs left out)."""
+
+    last_status: str | None = None  # success | failed | running (None: never run)
+    last_success_at: float | None = None  # when the newest successful run finished
+    overdue_seconds: float | None = None  # scheduled tasks only: see maintenance.monitor
+    rows_deleted: int = 0
+    files_deleted: int = 0
+    bytes_freed: int = 0
+    bytes_written: int = 0
+
+
+@dataclass(frozen=True)
+class MaintenanceState:
+    """What the service exports about a deployment's maintenance."""
+
+    tasks: Mapping[str, MaintenanceTaskState] = field(default_factory=dict)
+    backup_age_seconds: float | None = None  # newest complete backup; +Inf when there is none
+    backup_size_bytes: float | None = None
+    backup_verified_age_seconds: float | None = None  # newest verified backup; +Inf when none
+    log_volume_free_bytes: float | None = None
+    log_volume_free_ratio: float | None = None
+
+
+@dataclass(frozen=True)
 class Snapshot:
     deployment: str
     taken_at: float
@@ -216,6 +241,8 @@ class Snapshot:
     broker: BrokerState | None = None
     # Set by the service after the alert engine ran (None: alerting not configured).
     alerting: AlertingState | None = None
+    # Set by the service from the audit records, backups and log volume (None: not configured).
+    maintenance: MaintenanceState | None = None
 
 
 def to_jsonable(value: object) -> object:

@@ -395,7 +395,6 @@ def measure_engine(label: str, fleet: Fleet, cycles: int, tmp: Path) -> EngineRe
     now = [fleet.start]
     cfg = alerting_config()
     cfg["receivers"] = [{"name": "oncall", "webhook_configs": [{"url": sink.url}]}]
-    cfg["store"] = f"sqlite:///{tmp / f'engine-{label}.db'}"
     # No API configured: notifications about failing DAGs are not enriched with log tails (that
     # is a REST call per failure episode, not per cycle).
     config = Config.model_validate(

@@ -101,7 +101,7 @@ class MetadataDbSource:
         # dag_id -> (the health window it was computed for, task streaks): recomputed only when
         # a failing DAG's window of recent runs changes.
         self._streaks: dict[str, tuple[tuple[tuple[int, str], ...], dict[str, int]]] = {}
-        self._secrets = _secrets_of(db.dsn.value)
+        self._secrets = secrets_of(db.dsn.value)
         # DB time per statement name in the last poll (self-observability, benchmarks).
         self.last_query_seconds: dict[str, float] = {}
 
@@ -383,14 +383,14 @@ class MetadataDbSource:
     # ---- errors
 
     def _connect_error(self, exc: psycopg2.Error) -> SourceError:
-        text = self._scrub(_first_line(exc))
+        text = self._scrub(first_line(exc))
         lowered = text.lower()
         if any(marker in lowered for marker in _AUTH_MARKERS):
             return SourceError("auth", f"metadata DB refused the login: {text}")
         return SourceError("connect", f"cannot connect to the metadata DB: {text}")
 
     def _query_error(self, exc: psycopg2.Error) -> SourceError:
-        text = self._scrub(_first_line(exc))
+        text = self._scrub(first_line(exc))
         if isinstance(exc, psycopg2.errors.QueryCanceled | psycopg2.errors.LockNotAvailable):
             return SourceError("timeout", f"metadata DB statement timed out: {text}")
         if isinstance(exc, psycopg2.errors.InsufficientPrivilege):
@@ -415,12 +415,12 @@ _AUTH_MARKERS = (
 )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
-def _secrets_of(dsn: str) -> tuple[str, ...]:
+def secrets_of(dsn: str) -> tuple[str, ...]:
     """The DSN and its password (as parsed and as written): never shown in an error message."""
     found = [dsn]
     with contextlib.suppress(psycopg2.Error):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -27,8 +27,18 @@ from pydantic import (
 
 from .alerting import AlertingConfig
 from .base import ConfigError, Duration, Secret, _Model, parse_duration
+from .maintenance import MaintenanceConfig
 
-__all__ = ["AlertingConfig", "Config", "ConfigError", "Secret", "load_config", "mask", "parse_duration"]
+__all__ = [
+    "AlertingConfig",
+    "Config",
+    "ConfigError",
+    "MaintenanceConfig",
+    "Secret",
+    "load_config",
+    "mask",
+    "parse_duration",
+]
 
 ENV_PREFIX = "AIRFLOW_OPS__"
 CONFIG_ENV = "AIRFLOW_OPS_CONFIG"
@@ -90,6 +100,7 @@ class DeploymentConfig(_Model):
     broker: BrokerConfig | None = None
     # Link target for messages and dashboards; defaults to the API URL.
     ui_url: str | None = None
+    maintenance: MaintenanceConfig | None = None
 
     @model_validator(mode="after")
     def _some_source(self) -> DeploymentConfig:
@@ -174,6 +185,9 @@ class DagFilter:
 
 
 class Config(_Model):
+    # The ops store (alert state, notification log, silences, maintenance audit): an SQLite file
+    # (relative paths from the working directory) or postgresql://… for replicas sharing state.
+    store: Secret = Secret("sqlite:///airflow-ops.db")
     service: ServiceConfig = ServiceConfig()
     metrics: MetricsConfig = MetricsConfig()
     deployments: dict[str, DeploymentConfig] = Field(default_factory=dict)
@@ -374,9 +388,10 @@ def _anchor_rule_files(data: dict[str, Any], base: Path) -> None:
         ]
 
 
-def mask(text: str, config: Config) -> str:
-    """Replace every secret value the config holds in text (for errors from libraries)."""
-    for secret in _secrets(config):
+def mask(text: str, config: Config, extra: Iterable[str] = ()) -> str:
+    """Replace every secret value the config holds in text (for errors from libraries), and the
+    ``extra`` secrets given elsewhere (e.g. a DSN on the command line)."""
+    for secret in [*_secrets(config), *(s for e in extra for s in _secrets(Secret(e)))]:
         if secret and len(secret) >= 4:
             text = text.replace(secret.value, "***")
     return text

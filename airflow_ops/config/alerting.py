@@ -172,8 +172,6 @@ DEFAULT_ROUTE = RouteConfig(
 class AlertingConfig(_Model):
     # Prometheus rule files (globs); they load unchanged into Prometheus too.
     rule_files: tuple[str, ...]
-    # sqlite:///path (default ./airflow-ops.db) or postgresql://… (needed for two replicas).
-    store: Secret = Secret("sqlite:///airflow-ops.db")
     # Base URL of this service, for links in messages (defaults to the service's own address).
     external_url: str | None = None
     # Alerts carrying a dag_id of a paused DAG are muted (not notified) when true.

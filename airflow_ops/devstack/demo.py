@@ -37,12 +37,12 @@ def demo_config(stack: Any, port: int, poll_interval: float, webhook_url: str | 
         alerting = AlertingConfig.model_validate(
             {
                 "rule_files": [str(SHIPPED_RULES / "*.yaml")],
-                "store": f"sqlite:///{Path(stack.home) / 'airflow-ops.db'}",
                 "route": {"receiver": "console", "group_wait": "10s", "group_interval": "1m"},
                 "receivers": [{"name": "console", "webhook_configs": [{"url": webhook_url}]}],
             }
         )
     return Config(
+        store=Secret(f"sqlite:///{Path(stack.home) / 'airflow-ops.db'}"),
         service=ServiceConfig(port=port, poll_interval=poll_interval),
         deployments={
             "demo": DeploymentConfig(

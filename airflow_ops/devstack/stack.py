@@ -95,6 +95,8 @@ class AirflowStack:
         extra_env: Mapping[str, str] | None = None,
         executor: str = "LocalExecutor",
         unpause_on_create: bool = False,
+        database: str | None = None,
+        fernet_key: str | None = None,
     ) -> None:
         self.version = version
         self.major = major_version(version)
@@ -103,13 +105,19 @@ class AirflowStack:
         self.extra_env = dict(extra_env or {})
         self.executor = executor
         self.unpause_on_create = unpause_on_create
+        # An existing database (e.g. a restored backup) to run on instead of a fresh clone of the
+        # migrated template; the stack never drops a database it did not create.
+        self.existing_database = database
+        # Fixed per instance so that connections and variables are stored encrypted; a stack on a
+        # restored database needs the key of the stack that wrote it.
+        self.fernet_key = fernet_key or base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
         self.username = "admin"
         # Letters and digits only: it goes into argv (a leading "-" reads as an option), basic
         # auth headers and URLs.
         self.password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(20))
         self.instance_id = f"{_slug(name)}-{secrets.token_hex(3)}"
         # PostgreSQL identifiers are limited to 63 bytes.
-        self.db_name = f"airflow_ops_{self.instance_id.replace('-', '_')}"[:63]
+        self.db_name = database or f"airflow_ops_{self.instance_id.replace('-', '_')}"[:63]
         self.home = stack_dir() / "instances" / self.instance_id
         self.logs_dir = self.home / "logs"
         self.dags_dir = self.home / "dags"
@@ -172,14 +180,15 @@ class AirflowStack:
         started = time.monotonic()
         reap_orphans()
         self.venv = ensure_airflow(self.version)
-        template = migrated_template(self.version)
+        template = None if self.existing_database else migrated_template(self.version)
         self._write_home()
         if not self._atexit_registered:
             # A crashed test run or demo must not leave processes or a database behind.
             atexit.register(self.stop, drop_db=True)
             self._atexit_registered = True
-        create_database(self.db_name, template=template)
-        self._db_created = True
+        if template is not None:
+            create_database(self.db_name, template=template)
+            self._db_created = True
         try:
             self._env = self._build_env()
             if self.major == 2:
@@ -415,7 +424,7 @@ class AirflowStack:
         owner = {
             "pid": os.getpid(),
             "start": _proc_start_time(os.getpid()),
-            "db": self.db_name,
+            "db": None if self.existing_database else self.db_name,
             "sessions": sorted(self._sessions),
         }
         tmp = self.home / "owner.json.tmp"
@@ -441,6 +450,7 @@ class AirflowStack:
                 "AIRFLOW__CORE__EXECUTOR": self.executor,
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
                 # The default (32) starts that many worker processes on a 2-core machine.
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": str(not self.unpause_on_create),
@@ -568,8 +578,9 @@ def reap_orphans() -> list[str]:
             continue  # its owner is alive (maybe another engineer's session)
         instance_id = owner_file.parent.name
         _kill_pids(_instance_pids(instance_id, set(owner.get("sessions", [])), owner_file.parent))
-        with contextlib.suppress(Exception):
-            drop_database(str(owner["db"]))
+        if owner.get("db"):
+            with contextlib.suppress(Exception):
+                drop_database(str(owner["db"]))
         owner_file.unlink(missing_ok=True)
         reaped.append(instance_id)
     return reaped

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..alerts.model import Alert, Matcher, NflogEntry, OutboxItem, Silence
+from ..maintenance.audit import MaintenanceRun, RunStatus, TaskSummary, Trigger
 from .backend import Backend, Leadership, StoreError, T, Tx
 from .schema import migrate
 
@@ -38,6 +39,9 @@ _OUTBOX_COLUMNS = (
 _SILENCE_COLUMNS = ("id", "matchers", "starts_at", "ends_at", "created_by", "comment", "expired_at")
 _SELECT_SILENCES = f"SELECT {', '.join(_SILENCE_COLUMNS)} FROM ops_silence"
 _MEMO_KEY = ("integration", "group_key")
+_AUDIT_START = ("deployment", "task", "action", "trigger", "planned", "started_at", "status", "actor")
+_AUDIT_FIGURES = ("rows_deleted", "files_deleted", "bytes_freed", "bytes_written")
+_AUDIT_COLUMNS = ("id", *_AUDIT_START[:6], "finished_at", "status", "actor", "report")
 
 
 class OpsStore:
@@ -247,6 +251,70 @@ class OpsStore:
 
         return self._write(write)
 
+    # --- maintenance audit ---------------------------------------------------------------------
+
+    def audit_start(
+        self,
+        *,
+        deployment: str,
+        task: str,
+        action: str,
+        trigger: Trigger,
+        planned: bool,
+        actor: str,
+        now: float,
+    ) -> int:
+        """Record that a maintenance run starts; returns its id for :meth:`audit_finish`."""
+        row = (deployment, task, action, trigger.value, int(planned), now, RunStatus.RUNNING.value, actor)
+        return self._write(lambda tx: tx.insert_returning_id("ops_maintenance_run", _AUDIT_START, row))
+
+    def audit_finish(self, run_id: int, status: RunStatus, report: dict[str, Any], now: float) -> None:
+        figures = tuple(int(report.get(k) or 0) for k in _AUDIT_FIGURES)
+        sql = (
+            "UPDATE ops_maintenance_run SET finished_at = ?, status = ?, action = ?, report = ?, "
+            + ", ".join(f"{k} = ?" for k in _AUDIT_FIGURES)
+            + " WHERE id = ?"
+        )
+        action = str(report.get("action") or "")
+        params = (now, status.value, action, json.dumps(report, default=str), *figures, run_id)
+        if self._write(lambda tx: tx.execute(sql, params)) != 1:
+            raise StoreError(f"no maintenance run with id {run_id}")
+
+    def audit_runs(
+        self, *, deployment: str | None = None, task: str | None = None, limit: int = 50
+    ) -> list[MaintenanceRun]:
+        """The newest runs first, optionally of one deployment and/or task."""
+        where, params = [], []
+        for column, value in (("deployment", deployment), ("task", task)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM ops_maintenance_run"
+        sql += (" WHERE " + " AND ".join(where)) if where else ""
+        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
+        rows = self._read(lambda tx: tx.query(sql, (*params, limit)))
+        return [_run_from_row(r) for r in rows]
+
+    def audit_summary(self) -> list[TaskSummary]:
+        """Per deployment and task: the last real (not dry) run, the last success, and the
+        figures summed over every finished run (monotonic: audit records are never pruned)."""
+        sums = ", ".join(f"SUM({k}) AS {k}" for k in _AUDIT_FIGURES)
+        sql = f"""
+            SELECT r.deployment, r.task, r.started_at, r.status,
+                   (SELECT MAX(s.finished_at) FROM ops_maintenance_run s
+                     WHERE s.deployment = r.deployment AND s.task = r.task
+                       AND s.status = 'success' AND s.planned = 0),
+                   {", ".join(f"t.{k}" for k in _AUDIT_FIGURES)}
+              FROM (SELECT MAX(id) AS last_id, {sums}
+                      FROM ops_maintenance_run WHERE planned = 0 GROUP BY deployment, task) AS t
+              JOIN ops_maintenance_run r ON r.id = t.last_id
+             ORDER BY r.deployment, r.task"""
+        rows = self._read(lambda tx: tx.query(sql))
+        return [
+            TaskSummary(dep, task, started, RunStatus(status), success, *(int(v or 0) for v in figures))
+            for dep, task, started, status, success, *figures in rows
+        ]
+
     # --- leadership and lifetime ---------------------------------------------------------------
 
     def leadership(self, name: str = "alerting") -> Leadership:
@@ -301,3 +369,20 @@ def _silence_from_row(row: Sequence[Any]) -> Silence:
     silence_id, matchers, starts_at, ends_at, created_by, comment, expired_at = row
     ms = tuple(Matcher(*m) for m in json.loads(matchers))
     return Silence(silence_id, ms, starts_at, ends_at, created_by, comment, expired_at)
+
+
+def _run_from_row(row: Sequence[Any]) -> MaintenanceRun:
+    run_id, dep, task, action, trigger, planned, started, finished, status, actor, report = row
+    return MaintenanceRun(
+        int(run_id),
+        dep,
+        task,
+        action,
+        Trigger(trigger),
+        bool(planned),
+        started,
+        finished,
+        RunStatus(status),
+        actor,
+        json.loads(report) if report else None,
+    )

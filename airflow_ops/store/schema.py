@@ -58,6 +58,28 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             expired_at DOUBLE PRECISION
         )""",
     ),
+    # The maintenance audit: one row per run of a maintenance action (a dry run included), written
+    # when it starts and completed when it ends, so a run that died shows as never finished.
+    2: (
+        """CREATE TABLE ops_maintenance_run (
+            id {serial_pk},
+            deployment TEXT NOT NULL,
+            task TEXT NOT NULL,
+            action TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            planned INTEGER NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION,
+            status TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            rows_deleted BIGINT NOT NULL DEFAULT 0,
+            files_deleted BIGINT NOT NULL DEFAULT 0,
+            bytes_freed BIGINT NOT NULL DEFAULT 0,
+            bytes_written BIGINT NOT NULL DEFAULT 0,
+            report TEXT
+        )""",
+        "CREATE INDEX ops_maintenance_run_task ON ops_maintenance_run (deployment, task, started_at)",
+    ),
 }
 LATEST = max(MIGRATIONS)
 

@@ -38,9 +38,9 @@ def write_config(
     }
     if alerting:
         receivers = receivers or [{"name": "oncall"}]
+        config["store"] = f"sqlite:///{tmp_path / 'ops.db'}"
         config["alerting"] = {
             "rule_files": [str(p) for p in SHIPPED_RULES],
-            "store": f"sqlite:///{tmp_path / 'ops.db'}",
             "route": {"receiver": receivers[0]["name"]},
             "receivers": receivers,
         }

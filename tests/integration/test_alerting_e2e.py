@@ -78,6 +78,7 @@ def write_config(
             }
         ]
     config = {
+        "store": store or f"sqlite:///{tmp_path / 'ops.db'}",
         "service": {"listen": "127.0.0.1", "port": port, "poll_interval": "1s"},
         "deployments": {
             "local": {
@@ -87,7 +88,6 @@ def write_config(
         },
         "alerting": {
             "rule_files": ["rules.yaml"],
-            "store": store or f"sqlite:///{tmp_path / 'ops.db'}",
             "route": {
                 "receiver": "oncall",
                 "group_by": ["alertname", "deployment", "dag_id"],

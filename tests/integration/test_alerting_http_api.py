@@ -80,6 +80,7 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     db_name = f"aops_http_api_{os.getpid()}"
     store = create_database(db_name) if request.param == "postgresql" else f"sqlite:///{tmp / 'ops.db'}"
     config = {
+        "store": store,
         "service": {
             "listen": "127.0.0.1",
             "port": 0,
@@ -89,7 +90,6 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         "deployments": {"prod": {"api": {"url": f"http://127.0.0.1:{free_port()}", "timeout": "2s"}}},
         "alerting": {
             "rule_files": [str(REPO / "alert_rules" / "*.yaml")],
-            "store": store,
             # A receiver without integrations: nothing to deliver, routing still shows it.
             "route": {"receiver": "oncall", "group_wait": "1h"},
             "receivers": [{"name": "oncall"}],

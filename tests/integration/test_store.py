@@ -22,7 +22,9 @@ import pytest
 
 from airflow_ops.alerts.model import Alert, AlertState, Matcher, NflogEntry, OutboxItem, Silence
 from airflow_ops.devstack.database import ADMIN_DSN, create_database, drop_database
+from airflow_ops.maintenance.audit import RunStatus, Trigger
 from airflow_ops.store import OpsStore, StoreError, open_store
+from airflow_ops.store.schema import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = 86400.0
@@ -168,17 +170,20 @@ def test_sqlite_urls_resolve_like_sqlalchemy(tmp_path: Path, monkeypatch: pytest
         open_store("mysql://u@h/db")
 
 
+APPLIED = [(v,) for v in sorted(MIGRATIONS)]
+
+
 def test_reopen_keeps_schema_and_refuses_a_newer_one(store_url: str, opened: Opener) -> None:
     opened(store_url).close()
     opened(store_url).close()  # migrating twice is a no-op
     if store_url.startswith("sqlite"):
         with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
-            assert conn.execute("SELECT version FROM ops_schema_version").fetchall() == [(1,)]
+            assert conn.execute("SELECT version FROM ops_schema_version").fetchall() == APPLIED
             conn.execute("INSERT INTO ops_schema_version VALUES (99, 0)")
     else:
         with _pg_admin(store_url) as cur:
-            cur.execute("SELECT version FROM ops_schema_version")
-            assert cur.fetchall() == [(1,)]
+            cur.execute("SELECT version FROM ops_schema_version ORDER BY version")
+            assert cur.fetchall() == APPLIED
             cur.execute("INSERT INTO ops_schema_version VALUES (99, 0)")
     with pytest.raises(StoreError, match="schema version 99, newer than this airflow-ops knows"):
         open_store(store_url)
@@ -547,3 +552,39 @@ def _messages(exc: BaseException) -> str:
     """What a log line or traceback prints about ``exc`` and its chain, minus the source lines."""
     lines = "".join(traceback.format_exception(exc)).splitlines()
     return "\n".join(line for line in lines if not line.startswith(" "))
+
+
+def test_maintenance_audit_records_runs_and_sums_their_figures(store_url: str, opened: Opener) -> None:
+    store = opened(store_url)
+    common = {"deployment": "prod", "actor": "ops@host", "trigger": Trigger.CLI}
+    dry = store.audit_start(task="db_clean", action="db.clean", planned=True, now=10.0, **common)
+    store.audit_finish(dry, RunStatus.PLANNED, {"action": "db.clean", "rows_deleted": 999}, 11.0)
+    first = store.audit_start(task="db_clean", action="db.clean", planned=False, now=20.0, **common)
+    store.audit_finish(first, RunStatus.SUCCESS, {"action": "db.clean", "rows_deleted": 100}, 25.0)
+    second = store.audit_start(task="db_clean", action="db.clean", planned=False, now=30.0, **common)
+    failed = {"action": "db.clean", "rows_deleted": 5, "errors": ["x"]}
+    store.audit_finish(second, RunStatus.FAILED, failed, 31.0)
+    running = store.audit_start(
+        task="backup", action="backup", planned=False, now=40.0, **{**common, "trigger": Trigger.SCHEDULE}
+    )
+
+    runs = store.audit_runs(deployment="prod")
+    assert [(r.id, r.status) for r in runs] == [
+        (running, RunStatus.RUNNING),
+        (second, RunStatus.FAILED),
+        (first, RunStatus.SUCCESS),
+        (dry, RunStatus.PLANNED),
+    ]
+    assert runs[0].finished_at is None and runs[0].report is None and runs[0].trigger is Trigger.SCHEDULE
+    assert runs[1].report == failed
+    assert [r.id for r in store.audit_runs(task="backup")] == [running]
+    assert store.audit_runs(deployment="staging") == []
+
+    by_task = {s.task: s for s in store.audit_summary()}
+    clean = by_task["db_clean"]
+    # The last real run failed; the last success is still known; a dry run's "would delete" is not
+    # counted as deleted.
+    assert (clean.last_status, clean.last_success_at, clean.rows_deleted) == (RunStatus.FAILED, 25.0, 105)
+    assert (by_task["backup"].last_status, by_task["backup"].last_success_at) == (RunStatus.RUNNING, None)
+    with pytest.raises(StoreError, match="no maintenance run"):
+        store.audit_finish(12345, RunStatus.SUCCESS, {}, 50.0)

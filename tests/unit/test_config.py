@@ -145,11 +145,12 @@ def test_durations(value: object, seconds: float) -> None:
 
 
 def test_the_readme_config_examples_load(tmp_path: Path) -> None:
-    """Both YAML examples of the README (exporter and alerting) are valid config, as written."""
+    """The YAML examples of the README (exporter and alerting together; maintenance on its own)
+    are valid config, as written."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
-    assert len(blocks) == 2
-    text = "\n".join(blocks)
+    assert len(blocks) == 3
+    text = "\n".join(blocks[:2])
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     for name in ("metrics-password", "airflow-db-dsn", "smtp"):
@@ -166,6 +167,17 @@ def test_the_readme_config_examples_load(tmp_path: Path) -> None:
     assert config.alerting is not None
     assert [r.name for r in config.alerting.receivers] == ["oncall", "data-team"]
     assert config.alerting.route.routes[0].receiver == "data-team"
+
+    key = tmp_path / "backup-export-key"
+    key.write_text("kVx1V1qXW0q0m5s2iRjv6m1v9l4oE4r1c3m2yJ8wQ5s=")
+    config_file.write_text(blocks[2].replace("/run/secrets/backup-export-key", str(key)))
+    environ = {
+        "AIRFLOW_DB_DSN": "postgresql://ops:pw@db/airflow",
+        "AIRFLOW__CORE__FERNET_KEY": key.read_text(),
+    }
+    maintenance = load_config(config_file, environ).deployments["prod"].maintenance
+    assert maintenance is not None and maintenance.backup is not None
+    assert str(maintenance.backup.dir) == "/var/backups/airflow" and maintenance.backup.retention.weekly == 4
 
 
 def test_alerting_config_errors_name_the_key_and_line(tmp_path: Path) -> None:

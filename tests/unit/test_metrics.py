@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ from airflow_ops.snapshot import (
     DbState,
     HistogramAccumulator,
     ImportErrorInfo,
+    MaintenanceState,
+    MaintenanceTaskState,
     PoolSlots,
     RunHistory,
     Snapshot,
@@ -87,6 +90,20 @@ def full_snapshot(deployment: str = "prod", dags: int = 3) -> Snapshot:
         alerting=AlertingState(
             True, {"firing": 1, "pending": 0}, {("oncall", "delivered"): 2}, {"oncall": _hist(0.4).freeze()}
         ),
+        maintenance=MaintenanceState(
+            tasks={
+                "backup": MaintenanceTaskState("success", NOW - 3600, 0.0, bytes_written=10_000),
+                "db_clean": MaintenanceTaskState("failed", None, 7200.0, rows_deleted=1500),
+                "logs_clean": MaintenanceTaskState(
+                    "success", NOW - 60, None, files_deleted=3, bytes_freed=4096
+                ),
+            },
+            backup_age_seconds=3700.0,
+            backup_size_bytes=10_000,
+            backup_verified_age_seconds=math.inf,
+            log_volume_free_bytes=5e9,
+            log_volume_free_ratio=0.25,
+        ),
     )
 
 
@@ -145,6 +162,11 @@ def test_values_derive_from_snapshot_times() -> None:
     assert value(text, "airflow_dag_last_run_state", dag_id="dag_0002", state="success") == 0
     assert value(text, "airflow_dags", state="paused") == 1
     assert value(text, "airflow_ops_poll_errors_total", source="api", reason="timeout") == 2
+    assert value(text, "airflow_ops_maintenance_last_run_status", task="db_clean") == 0
+    assert value(text, "airflow_ops_maintenance_last_run_status", task="backup") == 1
+    assert value(text, "airflow_ops_maintenance_rows_deleted_total", task="db_clean") == 1500
+    assert value(text, "airflow_ops_maintenance_overdue_seconds", task="db_clean") == 7200
+    assert value(text, "airflow_ops_backup_verified_age_seconds") == math.inf
     assert value(text, "airflow_dag_run_duration_seconds_bucket", dag_id="dag_0000", le="10.0") == 1
     assert value(text, "airflow_dag_run_duration_seconds_bucket", dag_id="dag_0000", le="+Inf") == 2
     assert value(text, "airflow_dag_run_duration_seconds_sum", dag_id="dag_0000") == 43
