@@ -154,7 +154,7 @@ def backup_verify(
     return verify_backup(
         cfg.dir,
         backup_id,
-        scratch_dsn=scratch_dsn or _value(cfg.scratch_dsn) or target.dsn,
+        scratch_dsn=scratch_dsn or cfg.scratch_dsn_for(target.dsn),
         airflow_fernet_key=_value(cfg.airflow_fernet_key),
         pg_bin_dir=cfg.pg_bin_dir,
         progress=progress or no_progress,
