@@ -149,10 +149,11 @@ def test_clean_beside_a_running_task(airflow_stack: AirflowStack, tmp_path: Path
         assert not report.planned
         assert report.data["live_protection"]["task_instances"] >= 1  # read again to execute
 
-        # The finished run's logs are gone, with their folders; the live run's are all there —
-        # the held task's log still 40 days old (the task is silent): kept for being live.
+        # The finished run's logs are gone, with their folders; the live run's are all there,
+        # aged 40 days: kept for being live (the held task's own log may have been written to
+        # since the plan — Airflow appends to a running task's log — which keeps it too).
         assert not done_dir.exists()
-        assert hold_log.is_file() and hold_log.stat().st_mtime < time.time() - 39 * DAY
+        assert hold_log.is_file()
         assert all(p.exists() for p in _files(live_dir))
         probe = report.data["dags"][DAG]
         assert probe["files_deleted"] == len(done_files)
