@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,18 @@ from .maintenance import tasks
 table_option = click.option("--table", "tables", multiple=True, help="Only this table (repeatable).")
 
 
+def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """An ISO-8601 instant; one without an offset is UTC (the plan prints its `now` that way)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        example = "2026-11-01T02:00:00+00:00"
+        raise click.BadParameter(f"{value!r} is not an ISO-8601 time, e.g. {example}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
 def db_group(load: Callable[[str | None], Config], config_option: Any) -> click.Group:
     @click.group("db")
     def group() -> None:
@@ -29,6 +42,17 @@ def db_group(load: Callable[[str | None], Config], config_option: Any) -> click.
     @click.option("--dag-pattern", help="Only the history of the DAGs whose id fully matches this regex.")
     @table_option
     @path_option("--archive-dir", "archive_dir", "Archive deleted rows here (gzip'd CSV) before deleting.")
+    @click.option(
+        "--workers",
+        type=click.IntRange(1, 16),
+        help="Connections deleting disjoint batches at once (default: maintenance.db_clean.workers).",
+    )
+    @click.option(
+        "--now",
+        callback=_instant,
+        help="Cut off as if it were this time: the `now` an interrupted run's plan printed, to resume"
+        " it with exactly its cutoffs (default: the current time).",
+    )
     @yes_option
     @dry_run_option
     @json_option
@@ -39,6 +63,8 @@ def db_group(load: Callable[[str | None], Config], config_option: Any) -> click.
         dag_pattern: str | None,
         tables: tuple[str, ...],
         archive_dir: Path | None,
+        workers: int | None,
+        now: datetime | None,
         yes: bool,
         dry_run: bool,
         as_json: bool,
@@ -52,10 +78,17 @@ def db_group(load: Callable[[str | None], Config], config_option: Any) -> click.
                 cfg = DbCleanConfig.model_validate({**cfg.model_dump(), "tables": tables})
             except ValidationError as e:
                 raise click.BadParameter(e.errors()[0]["msg"], param_hint="--table") from None
+        if workers is not None:
+            cfg = cfg.model_copy(update={"workers": workers})
         sess.act(
             task="db_clean",
             plan=lambda: tasks.db_clean(
-                sess.target, cfg, dag_ids=dag_ids or None, dag_pattern=dag_pattern, archive_dir=archive_dir
+                sess.target,
+                cfg,
+                dag_ids=dag_ids or None,
+                dag_pattern=dag_pattern,
+                archive_dir=archive_dir,
+                now=now,
             ),
             yes=yes,
             dry_run=dry_run,

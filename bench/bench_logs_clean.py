@@ -1,21 +1,24 @@
 """Benchmark ``logs clean`` against ``find <dir> -type f -mtime +N -delete`` (issue 4 §7).
 
-Builds the same synthetic log tree twice (default 1,000,000 files) in a temp dir: Airflow 2.2+/3.x
-task logs (``dag_id=…/run_id=…/task_id=…/[map_index=…/]attempt=N.log``, some with a triggerer
-``.trigger.N.log``), the 2.0/2.1 layout (``dag/task/ts/N.log``), 2.x scheduler logs, the 2.x
-dag_processor_manager log with its rotations and 3.x dag-processor logs. A share of the files
+Builds the same synthetic log tree once per variant (default 1,000,000 files) in a temp dir:
+2.2+/3.x task logs (``dag_id=…/run_id=…/task_id=…/[map_index=…/]attempt=N.log``, some with a
+triggerer ``.trigger.N.log``), the 2.0/2.1 layout (``dag/task/ts/N.log``), 2.x scheduler logs, the
+2.x dag_processor_manager log with its rotations and 3.x dag-processor logs. A share of the files
 (``--old-fraction``) is 40.5 days old, the rest 5.5 days, so ``find -mtime +30`` and a 30-day
 retention select exactly the same files (find's ``+30`` means 31 days or more; the half days keep
 both away from that boundary).
 
-Then, in the same run, each variant on its own identical copy (see ``VARIANTS``): ``find`` alone
-(it leaves every emptied folder behind), ``find`` followed by ``find -type d -empty -delete`` (the
-end state of ours), and ours (``plan_clean`` + ``execute_clean``, no DSN, ``require_db: false``),
-with and without removing emptied folders. Ours runs in a fresh process, so its peak RSS
-(``ru_maxrss``) is its own; every variant must delete exactly the expected files (checked).
+Then, in the same run, each variant on its own identical copy, built right before it is timed
+(see ``VARIANTS``): ``find`` alone (it leaves every emptied folder behind), ``find`` followed by
+``find -type d -empty -delete`` (the end state of ours), and ours (``plan_clean`` +
+``execute_clean``, no DSN, ``require_db: false``), with and without removing emptied folders.
+Ours runs in a fresh process, so its peak RSS (``ru_maxrss``) is its own; every variant must
+delete exactly the expected files (checked). On a shared machine the load drifts by the minute:
+``--rounds`` repeats the variants in rotated order and compares the totals and per-round ratios.
 
     python -m bench.bench_logs_clean                      # 1M files per tree, all variants
     python -m bench.bench_logs_clean --files 100000 --variants find,ours --dir /var/tmp
+    python -m bench.bench_logs_clean --files 100000 --rounds 10   # 1M files in all, interleaved
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,11 +177,12 @@ def _run_ours(root: str, now: float, keep_folders: bool) -> None:
     )
 
 
-# What each variant runs on its own copy of the tree.
+# What each variant runs on its own copy of the tree; by default in this order, find and ours
+# alternating so that a change of load on the machine does not favour one of them.
 VARIANTS = {
     "find": "find -type f -mtime +30 -delete (leaves the emptied folders)",
-    "find+empty": "the same, then find -type d -empty -delete (the end state of ours)",
     "ours": "logs clean: plan + execute, emptied folders removed (the default)",
+    "find+empty": "the same find, then find -type d -empty -delete (the end state of ours)",
     "ours-keep-folders": "logs clean with remove_empty_folders: false (the end state of find)",
 }
 
@@ -210,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat all variants, each round in a rotated order"
+    )
     parser.add_argument("--keep", action="store_true", help="leave the trees behind")
     parser.add_argument("--run-ours", nargs=2, metavar=("ROOT", "NOW"), help=argparse.SUPPRESS)
     parser.add_argument("--keep-folders", action="store_true", help=argparse.SUPPRESS)
@@ -225,55 +233,81 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.files < 1 or not 0 <= args.old_fraction <= 1:
         parser.error("--files must be positive and --old-fraction within 0..1")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     base = Path(tempfile.mkdtemp(prefix="bench-logs-", dir=args.dir))
     now = time.time()
+    totals = dict.fromkeys(variants, 0.0)
+    per_round: list[dict[str, float]] = []
     ok = True
     try:
-        old = None
-        for name in variants:
-            t0 = time.perf_counter()
-            tree = _Tree(base / name, args.files, args.old_fraction, now).build()
-            print(
-                f"built tree for {name}: {tree.made:,} files in {time.perf_counter() - t0:.1f}s", flush=True
-            )
-            if old is not None and tree.old != old:
-                raise AssertionError("the trees differ")
-            old = tree.old
-        load = os.getloadavg()
-        print(f"files per tree: {args.files:,}, {old:,} past a {FIND_DAYS}-day retention")
-        print(f"load average before the timed runs: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores)")
-        results = {}
-        for name in variants:
-            os.sync()  # no variant pays for flushing what was written before it
-            seconds, ours = _time_variant(name, base / name, now)
-            left, folders = _count(base / name)
-            results[name] = seconds
-            deleted = args.files - left
-            same = deleted == old and (not ours or ours["files_deleted"] == old)
-            ok = ok and same and ours.get("ok", True) is True
-            flag = "" if same else "  <-- NOT THE EXPECTED FILES"
-            print(
-                f"{name:18} {seconds:8.2f}s  deleted {deleted:,} files, left {left:,} files "
-                f"in {folders:,} folders{flag}   [{VARIANTS[name]}]"
-            )
-            if ours:
-                rss, rss_before = ours["peak_rss_kib"] / 1024, ours["rss_before_kib"] / 1024
-                print(
-                    f"{'':18} plan {ours['plan_seconds']:.2f}s + execute {ours['execute_seconds']:.2f}s "
-                    f"(the rest is interpreter start); {ours['bytes_freed']:,} bytes freed, "
-                    f"{ours['folders_removed']:,} folders removed; peak RSS {rss:.1f} MiB "
-                    f"({rss_before:.1f} MiB after imports, before the walk)"
-                )
+        for r in range(args.rounds):
+            # Each round in a rotated order: on a shared machine the load drifts, and a variant
+            # that always ran first (or last) would carry that drift alone.
+            order = variants[r % len(variants) :] + variants[: r % len(variants)]
+            if args.rounds > 1:
+                print(f"-- round {r + 1}/{args.rounds}: {', '.join(order)}", flush=True)
+            times = {}
+            for name in order:
+                seconds, good = _one_variant(name, base / name, args, now)
+                times[name] = seconds
+                totals[name] += seconds
+                ok = ok and good
+            per_round.append(times)
         load = os.getloadavg()
         print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        if args.rounds > 1:
+            for name in variants:
+                print(f"total {name:18} {totals[name]:8.2f}s over {args.rounds} rounds")
         for ours_name, find_name in (("ours", "find"), ("ours", "find+empty"), ("ours-keep-folders", "find")):
-            if ours_name in results and find_name in results:
-                ratio = results[ours_name] / results[find_name]
-                print(f"ratio {ours_name} / {find_name}: {ratio:.2f}x (target <= 1.5x)")
+            if ours_name in totals and find_name in totals:
+                ratio = totals[ours_name] / totals[find_name]
+                line = f"ratio {ours_name} / {find_name}: {ratio:.2f}x"
+                if args.rounds > 1:
+                    ratios = [t[ours_name] / t[find_name] for t in per_round]
+                    line += f" of the totals, median per round {statistics.median(ratios):.2f}x"
+                    line += f" (min {min(ratios):.2f}x, max {max(ratios):.2f}x)"
+                print(f"{line} (target <= 1.5x)")
         return 0 if ok else 1
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _one_variant(name: str, root: Path, args: argparse.Namespace, now: float) -> tuple[float, bool]:
+    """Build a tree, time one variant on it, check and print what it did, remove what is left."""
+    # Built right before it is timed, so every variant meets the same cache state (a tree built
+    # long before has had its inodes and folders evicted by the later builds).
+    t0 = time.perf_counter()
+    tree = _Tree(root, args.files, args.old_fraction, now).build()
+    os.sync()  # no variant pays for flushing what its build wrote
+    load = os.getloadavg()
+    print(
+        f"{name}: built {tree.made:,} files ({tree.old:,} past a {FIND_DAYS}-day retention) in "
+        f"{time.perf_counter() - t0:.1f}s; load average {load[0]:.2f} {load[1]:.2f} (2 cores)",
+        flush=True,
+    )
+    seconds, ours = _time_variant(name, root, now)
+    left, folders = _count(root)
+    deleted = args.files - left
+    same = deleted == tree.old and (not ours or ours["files_deleted"] == tree.old)
+    flag = "" if same else "  <-- NOT THE EXPECTED FILES"
+    print(
+        f"{name:18} {seconds:8.2f}s  deleted {deleted:,} files, left {left:,} files "
+        f"in {folders:,} folders{flag}   [{VARIANTS[name]}]"
+    )
+    if ours:
+        rss, rss_before = ours["peak_rss_kib"] / 1024, ours["rss_before_kib"] / 1024
+        print(
+            f"{'':18} plan {ours['plan_seconds']:.2f}s + execute {ours['execute_seconds']:.2f}s "
+            f"(the rest is interpreter start); {ours['bytes_freed']:,} bytes freed, "
+            f"{ours['folders_removed']:,} folders removed; peak RSS {rss:.1f} MiB "
+            f"({rss_before:.1f} MiB after imports, before the walk)",
+            flush=True,
+        )
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return seconds, same and ours.get("ok", True) is True
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ The API the CLI, the scheduler and the metrics call; each action lives in a modu
 - ``backup_prune``: keep-last-N plus daily/weekly/monthly generations; never the newest verified.
 
 Beneath them: ``backup_store`` (the layout on disk, atomic writes), ``backup_pg`` (DSNs, client
-tools, scratch databases), ``backup_airflow`` (alembic revision -> release, encrypted values),
-``backup_export``, ``backup_crypto`` (Fernet), ``backup_retention`` (pure selection).
+tools, scratch databases), ``backup_airflow`` (encrypted values), ``airflow.releases`` (alembic
+revision -> release), ``backup_export``, ``backup_crypto`` (Fernet), ``backup_retention`` (pure selection).
 
 Errors: ``plan_*``, ``list_backups`` and an unknown backup id raise :class:`BackupError` (bad input
 or an unusable environment, phrased for the operator, never holding a secret). A plan that would be

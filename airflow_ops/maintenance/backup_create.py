@@ -29,12 +29,12 @@ from typing import Any
 
 import psycopg2.extensions
 
+from airflow_ops.airflow.releases import airflow_release, read_alembic_revision, release_note
 from airflow_ops.airflow.schema import UnsupportedSchema, detect_profile
 from airflow_ops.config.backup import ExportMode, RetentionPolicy
 from airflow_ops.config.base import Secret
 from airflow_ops.maintenance import backup_pg as pg
 from airflow_ops.maintenance import backup_store as store
-from airflow_ops.maintenance.backup_airflow import airflow_release, read_alembic_revision, release_note
 from airflow_ops.maintenance.backup_crypto import Key, MultiFernet, fernet_option
 from airflow_ops.maintenance.backup_errors import BackupError
 from airflow_ops.maintenance.backup_export import MODE_TEXT, Export, build_export, read_rows

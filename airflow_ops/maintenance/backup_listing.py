@@ -23,6 +23,8 @@ def list_backups(backup_dir: Path) -> list[BackupInfo]:
 
 def list_report(backup_dir: Path) -> Report:
     """``backup list``: one line per backup with its status, size, schema and verification."""
+    if not backup_dir.exists():  # asked for by name: most likely a typo, not "no backups yet"
+        raise BackupError(f"backup directory {backup_dir} does not exist")
     backups = list_backups(backup_dir)
     good = [b for b in backups if b.good]
     lines = []

@@ -17,15 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from airflow_ops.airflow.releases import read_alembic_revision, release_text
 from airflow_ops.config.base import Secret
 from airflow_ops.maintenance import backup_pg as pg
 from airflow_ops.maintenance import backup_store as store
-from airflow_ops.maintenance.backup_airflow import (
-    encrypted_values,
-    read_alembic_revision,
-    release_text,
-    undecryptable,
-)
+from airflow_ops.maintenance.backup_airflow import encrypted_values, undecryptable
 from airflow_ops.maintenance.backup_crypto import Key, MultiFernet, fernet_option
 from airflow_ops.maintenance.backup_errors import BackupError
 from airflow_ops.maintenance.backup_listing import find_backup

@@ -356,6 +356,7 @@ class CleanPlan:
             errors=errors,
             data={
                 "now": self.now.isoformat(),
+                "workers": self.policy.workers,
                 "airflow_major": self.major,
                 "tables": data_tables,
                 "kept_runs": len(self.kept_runs),

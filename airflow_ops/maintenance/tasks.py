@@ -78,10 +78,12 @@ def db_clean(
     dag_ids: tuple[str, ...] | None = None,
     dag_pattern: str | None = None,
     archive_dir: Path | None = None,
+    now: datetime | None = None,
 ) -> Planned:
     from .db_clean import execute_clean, plan_clean
 
-    plan = plan_clean(target.dsn, cfg.to_policy(only_dag_ids=dag_ids, only_dag_pattern=dag_pattern))
+    policy = cfg.to_policy(only_dag_ids=dag_ids, only_dag_pattern=dag_pattern)
+    plan = plan_clean(target.dsn, policy, now=now)
     archive = archive_dir or cfg.archive_dir
     if plan.nothing_to_delete:
         return plan.report(), None

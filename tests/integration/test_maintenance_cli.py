@@ -116,6 +116,11 @@ def test_json_output_and_exit_status_on_failure(tmp_path: Path, config_file: Pat
     code, out = run(config_file, "backup", "list", "--deployment", "nope")
     assert code == 2 and "'nope' is not a configured deployment" in out
 
+    missing = tmp_path / "no-such-dir"
+    code, out = run(config_file, "backup", "list", "--dir", str(missing))
+    assert code == 1 and f"backup directory {missing} does not exist" in out
+    assert not missing.exists()
+
 
 def test_a_run_waits_for_nobody_when_its_task_is_already_running(tmp_path: Path, config_file: Path) -> None:
     with open_store(load_config(config_file).store.value) as store:
@@ -203,6 +208,14 @@ def test_db_and_logs_commands_plan_act_and_run_on_schedule(tmp_path: Path, airfl
     assert code == 0 and json.loads(out)["result"]["action"] == "db.stats"
     code, out = run(path, "db", "clean", "--dry-run")
     assert code == 0 and "PLAN: db clean would delete 0 rows" in out
+    # An interrupted run is resumed with the cutoffs its plan printed, and as many connections as asked.
+    code, out = run(
+        path, "db", "clean", "--dry-run", "--json", "--now", "2026-11-01T02:00:00", "--workers", "3"
+    )
+    plan = json.loads(out)["plan"]["data"]
+    assert code == 0 and (plan["now"], plan["workers"]) == ("2026-11-01T02:00:00+00:00", 3)
+    code, out = run(path, "db", "clean", "--now", "last tuesday")
+    assert code == 2 and "Invalid value for '--now': 'last tuesday' is not an ISO-8601 time" in out
     code, out = run(path, "db", "clean", "--table", "no_such_table")
     assert code == 2 and "Invalid value for --table: Value error, unknown table 'no_such_table'" in out
     code, out = run(path, "logs", "clean")
