@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 
-.PHONY: setup system-deps demo test lint
+.PHONY: setup system-deps demo test lint dashboard-previews
 
 setup: $(VENV)/.installed
 
@@ -24,3 +24,7 @@ lint: setup
 
 test: setup system-deps lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest
+
+# Redraws docs/dashboards/*.png from a real Airflow 3 + airflow-ops + Prometheus (a few minutes).
+dashboard-previews: setup system-deps
+	$(VENV)/bin/python -m grafana_dashboards.proof --out docs/dashboards

@@ -16,7 +16,9 @@ from itertools import compress
 from operator import itemgetter
 from typing import Any, Literal
 
+from .airflow.source import POLL_ERROR_REASONS
 from .config import MetricsConfig
+from .config.maintenance import Task
 from .exposition import Family
 from .snapshot import LIVE_TI_STATES, WAITING_TI_STATES, Histogram, MaintenanceTaskState, Snapshot
 
@@ -379,8 +381,10 @@ def _poll_duration(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
 
 @_producer("airflow_ops_poll_errors_total")
 def _poll_errors(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
-    for (name, reason), n in sorted(snap.poll_errors.items()):
-        yield (name, reason), float(n)
+    counts = {(name, reason): 0 for name in snap.sources for reason in POLL_ERROR_REASONS}
+    counts.update(snap.poll_errors)
+    for key, n in sorted(counts.items()):
+        yield key, float(n)
 
 
 @_producer("airflow_ops_last_poll_timestamp_seconds")
@@ -415,11 +419,17 @@ def _notification_latency(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample
             yield (receiver,), hist
 
 
-def _maintenance_task_metric(name: str, value: Callable[[MaintenanceTaskState], float | None]) -> None:
+def _maintenance_task_metric(
+    name: str, value: Callable[[MaintenanceTaskState], float | None], counter: bool = False
+) -> None:
     @_producer(name)
     def produce(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
         if snap.maintenance is not None:
-            for task, state in sorted(snap.maintenance.tasks.items()):
+            tasks = dict(snap.maintenance.tasks)
+            if counter:  # at 0 before a task's first run, so increase() counts that run
+                for task in Task:
+                    tasks.setdefault(task.value, MaintenanceTaskState())
+            for task, state in sorted(tasks.items()):
                 v = value(state)
                 if v is not None:
                     yield (task,), v
@@ -432,11 +442,14 @@ for _name, _value in (
         lambda s: None if s.last_status is None else 0.0 if s.last_status == "failed" else 1.0,
     ),
     ("airflow_ops_maintenance_overdue_seconds", lambda s: s.overdue_seconds),
+):
+    _maintenance_task_metric(_name, _value)
+for _name, _value in (
     ("airflow_ops_maintenance_rows_deleted_total", lambda s: float(s.rows_deleted)),
     ("airflow_ops_maintenance_files_deleted_total", lambda s: float(s.files_deleted)),
     ("airflow_ops_maintenance_bytes_freed_total", lambda s: float(s.bytes_freed)),
 ):
-    _maintenance_task_metric(_name, _value)
+    _maintenance_task_metric(_name, _value, counter=True)
 
 
 def _maintenance_gauge(name: str, attr: str) -> None:

@@ -237,9 +237,23 @@ def _with_links_and_targets(
     return _with_targets(panel, targets)
 
 
+# Series named after a run or try state keep that state's colour on every panel (palette order
+# would paint "failed" green). Grafana anchors a byRegexp pattern at both ends.
+STATE_COLOURS = (("failed", "red"), ("up_for_retry", "orange"), ("success", "green"))
+
+
 def _common(panel: Any, title: str, description: str, unit: str, width: int, height: int) -> Any:
     panel = panel.title(title).datasource(DATASOURCE).unit(unit).span(width).height(height)
     return panel.description(description) if description else panel
+
+
+def _state_colours(panel: Any, targets: Sequence[prometheus.Dataquery]) -> Any:
+    if not any("{{state}}" in (t.build().legend_format or "") for t in targets):
+        return panel
+    for state, colour in STATE_COLOURS:
+        fixed = model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": colour})
+        panel = panel.override_by_regexp(f"(.* )?{state}( .*)?", [fixed])
+    return panel
 
 
 def timeseries_panel(
@@ -258,7 +272,7 @@ def timeseries_panel(
     links: Iterable[Link] = (),
 ) -> timeseries.Panel:
     """A time series panel; ``steps`` draws thresholds as dashed lines (where alerts fire)."""
-    panel = _common(timeseries.Panel(), title, description, unit, width, height)
+    panel = _state_colours(_common(timeseries.Panel(), title, description, unit, width, height), targets)
     panel = panel.legend(
         common_builders.VizLegendOptions()
         .show_legend(True)
@@ -302,7 +316,7 @@ def stat_panel(
     links: Iterable[Link] = (),
 ) -> stat.Panel:
     """A stat panel of the last value of each series, coloured by ``steps`` or ``mappings``."""
-    panel = _common(stat.Panel(), title, description, unit, width, height)
+    panel = _state_colours(_common(stat.Panel(), title, description, unit, width, height), targets)
     panel = (
         panel.thresholds(steps)
         .color_mode(

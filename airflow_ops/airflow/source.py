@@ -7,6 +7,11 @@ from typing import Protocol, TypeVar
 T_co = TypeVar("T_co", covariant=True)
 
 
+# Every reason a failed poll is counted under (SourceError.reason, plus "internal" for a bug): the
+# counter exists at 0 for each from the first render, so increase() sees a source's first failure.
+POLL_ERROR_REASONS = ("connect", "auth", "timeout", "query", "http", "protocol", "internal")
+
+
 class SourceError(Exception):
     """A source could not be read. ``reason`` is a short label-safe category for
     ``airflow_ops_poll_errors_total{reason}``: connect, auth, timeout, query, http, protocol.

@@ -7,9 +7,10 @@ import json
 import shutil
 import signal
 import threading
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +26,9 @@ from ..config import (
 from ..service import OpsService
 from .install import AIRFLOW3
 from .prometheus import PrometheusServer
+
+if TYPE_CHECKING:
+    from .stack import AirflowStack
 
 SHIPPED_RULES = Path(__file__).resolve().parents[2] / "alert_rules"
 
@@ -87,20 +91,26 @@ class ConsoleReceiver:
         self._server.server_close()
 
 
-def run_demo(port: int = 9112, poll_interval: float = 10.0) -> None:
+def demo_stack(name: str = "demo", extra_dags_dirs: Sequence[Path] = ()) -> AirflowStack:
+    """The demo's Airflow 3, not started: the example DAGs on short schedules, unpaused at creation
+    (plus the DAG files in ``extra_dags_dirs``, e.g. the dashboards proof's probe)."""
     from .stack import EXAMPLE_DAGS_DIR, AirflowStack
 
+    return AirflowStack(
+        AIRFLOW3,
+        name=name,
+        dags_dirs=[EXAMPLE_DAGS_DIR, *extra_dags_dirs],
+        extra_env={"AIRFLOW_OPS_DEMO_FAST": "1"},
+        unpause_on_create=True,
+    )
+
+
+def run_demo(port: int = 9112, poll_interval: float = 10.0) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"starting Airflow {AIRFLOW3} with the example DAGs (first run installs it: a few minutes)…")
-    stack = AirflowStack(
-        AIRFLOW3,
-        name="demo",
-        dags_dirs=[EXAMPLE_DAGS_DIR],
-        extra_env={"AIRFLOW_OPS_DEMO_FAST": "1"},
-        unpause_on_create=True,
-    )
+    stack = demo_stack()
     service: OpsService | None = None
     prometheus: PrometheusServer | None = None
     console = ConsoleReceiver()

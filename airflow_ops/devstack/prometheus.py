@@ -33,11 +33,16 @@ class PrometheusServer:
         targets: list[str],
         scrape_interval: str = "2s",
         basic_auth: tuple[str, str] | None = None,
+        rule_files: list[Path] | None = None,
+        evaluation_interval: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.targets = targets
         self.scrape_interval = scrape_interval
         self.basic_auth = basic_auth
+        # Alerting/recording rule files (e.g. alert_rules/*.yaml): Prometheus then exports ALERTS.
+        self.rule_files = [Path(p).resolve() for p in rule_files or []]
+        self.evaluation_interval = evaluation_interval or scrape_interval
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -56,7 +61,14 @@ class PrometheusServer:
             pw_file.write_text(self.basic_auth[1])
             pw_file.chmod(0o600)
             job["basic_auth"] = {"username": self.basic_auth[0], "password_file": str(pw_file)}
-        return {"global": {"scrape_interval": self.scrape_interval}, "scrape_configs": [job]}
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": self.scrape_interval},
+            "scrape_configs": [job],
+        }
+        if self.rule_files:
+            config["global"]["evaluation_interval"] = self.evaluation_interval
+            config["rule_files"] = [str(p) for p in self.rule_files]
+        return config
 
     def start(self, timeout: float = 60) -> PrometheusServer:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -172,6 +172,21 @@ def test_values_derive_from_snapshot_times() -> None:
     assert value(text, "airflow_dag_run_duration_seconds_sum", dag_id="dag_0000") == 43
 
 
+def test_counters_exist_at_zero_before_their_first_event() -> None:
+    """Prometheus' increase() needs a sample before the first event: a counter that appears at 1
+    reads as no increase, so a source's first failure or a task's first cleanup would be lost."""
+    text = render([full_snapshot()])
+    for source in ("metadb", "api"):
+        for reason in ("connect", "auth", "timeout", "query", "http", "protocol", "internal"):
+            expected = 2 if (source, reason) == ("api", "timeout") else 0
+            assert value(text, "airflow_ops_poll_errors_total", source=source, reason=reason) == expected
+    for counter in ("rows_deleted", "files_deleted", "bytes_freed"):  # db_vacuum never ran
+        assert value(text, f"airflow_ops_maintenance_{counter}_total", task="db_vacuum") == 0
+    # Only the counters: a task that never ran has no last status or last success.
+    names = {(n, dict(lab).get("task")) for n, lab in samples(text)}
+    assert ("airflow_ops_maintenance_last_run_status", "db_vacuum") not in names
+
+
 def test_failed_source_blanks_only_its_part() -> None:
     snap = full_snapshot()
     snap = Snapshot(
