@@ -330,6 +330,7 @@ SPECS: dict[str, MetricSpec] = {s.name: s for s in CATALOGUE}
 TASK_LABELLED = ("airflow_task_instance_duration_seconds", "airflow_task_instances_finished_total")
 
 Sample = tuple[tuple[str, ...], "float | Histogram"]
+TERMINAL_RUN = ("success", "failed")  # the states a finished DAG run ends in
 Producer = Callable[[Snapshot, "RenderContext"], Iterable[Sample]]
 
 
@@ -548,8 +549,12 @@ def _dag_paused(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
 @_producer("airflow_dag_runs_finished_total")
 def _runs_finished(snap: Snapshot, ctx: RenderContext) -> Iterator[Sample]:
     if snap.db:
-        for (dag_id, state), n in sorted(snap.db.history.dag_runs_finished.items()):
-            yield (dag_id, state), float(n)
+        # Every live DAG's success and failed counters exist at 0 before its first finished run, so
+        # Prometheus' increase() counts that run (a series born at 1 reads as no increase).
+        counts = {(dag.dag_id, state): 0 for dag in snap.db.dags if not dag.stale for state in TERMINAL_RUN}
+        counts.update(snap.db.history.dag_runs_finished)
+        for key, n in sorted(counts.items()):
+            yield key, float(n)
 
 
 @_producer("airflow_dag_run_duration_seconds")

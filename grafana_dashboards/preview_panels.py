@@ -514,7 +514,7 @@ def _stat(
     for i, item in enumerate(values):
         cx, cy = x + (i % cols) * cw, y + (i // cols) * ch
         text, mapped = style.display(item.value, item.name, end)
-        c = mapped or style.fixed_colour(item.name) or style.threshold_colour(item.value, item.name)
+        c = style.value_colour(item.value, item.name, mapped)
         if mode == "name":  # the series name is the news (e.g. a version label, a state)
             big, small = item.name, ""
         elif mode == "value" or (mode == "auto" and n == 1):
@@ -582,7 +582,7 @@ def _gauge(
             0.0 if math.isnan(item.value) or hi <= lo else min(1.0, max(0.0, (item.value - lo) / (hi - lo)))
         )
         text, mapped = style.display(item.value, item.name, end)
-        c = mapped or style.fixed_colour(item.name) or style.threshold_colour(item.value, item.name)
+        c = style.value_colour(item.value, item.name, mapped)
         size = min(cw, h * 1.6)
         ax = canvas.fig.add_axes(canvas.rect(x + i * cw + (cw - size) / 2, y + 4, size, h - 10))
         ax.set_xlim(-1.1, 1.1)
@@ -635,7 +635,7 @@ def _bargauge(
     label_w = min(0.4, max(0.15, max(len(v.name) for v in shown) * 6 / w))
     for i, item in enumerate(shown):
         text, mapped = style.display(item.value, item.name, end)
-        c = mapped or style.fixed_colour(item.name) or style.threshold_colour(item.value, item.name)
+        c = style.value_colour(item.value, item.name, mapped)
         share = (
             0.0
             if not math.isfinite(item.value) or hi <= lo

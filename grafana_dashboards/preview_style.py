@@ -207,6 +207,10 @@ class FieldStyle:
         c = self.prop("color", name) or {}
         return colour(c.get("fixedColor")) if isinstance(c, Mapping) and c.get("mode") == "fixed" else None
 
+    def value_colour(self, v: float, name: str, mapped: str | None) -> str:
+        """A value's colour as Grafana picks it: value mapping, then fixed colour, then threshold."""
+        return mapped or self.fixed_colour(name) or self.threshold_colour(v, name)
+
     def threshold_colour(self, v: float, name: str = "") -> str:
         steps = (self.prop("thresholds", name) or {}).get("steps") or []
         chosen = "green" if not steps else steps[0].get("color")

@@ -115,7 +115,8 @@ def test_text_encoding_is_byte_identical_for_plain_values() -> None:
 
 def _later(snap: Snapshot) -> Snapshot:
     """``snap`` one poll later: every age moves, dag_0002's counters and histograms move,
-    dag_0001 finishes its first failed run (7 series added to an early DAG), dag_0004 loses its
+    dag_0001 finishes its first failed run (7 series added to an early DAG: its run-duration
+    histogram and a failed try; its failed-runs counter was already there at 0), dag_0004 loses its
     schedule-delay histogram (6 series removed) and dag_9999 appears (series added at the end)."""
     db = snap.db
     assert db is not None
@@ -129,7 +130,14 @@ def _later(snap: Snapshot) -> Snapshot:
         (new, "success"): hist,
     }
     delays = {k: v for k, v in h.dag_run_schedule_delay.items() if k != "dag_0004"}
-    history = replace(h, dag_runs_finished=runs, dag_run_duration=durations, dag_run_schedule_delay=delays)
+    tries = {**h.task_instances_finished, ("dag_0001", "extract", "failed"): 1}
+    history = replace(
+        h,
+        dag_runs_finished=runs,
+        dag_run_duration=durations,
+        dag_run_schedule_delay=delays,
+        task_instances_finished=tries,
+    )
     dags = [*db.dags, replace(db.dags[0], dag_id=new)]
     health = [*db.dag_health, replace(db.dag_health[0], dag_id=new)]
     return replace(

@@ -182,6 +182,9 @@ def test_counters_exist_at_zero_before_their_first_event() -> None:
             assert value(text, "airflow_ops_poll_errors_total", source=source, reason=reason) == expected
     for counter in ("rows_deleted", "files_deleted", "bytes_freed"):  # db_vacuum never ran
         assert value(text, f"airflow_ops_maintenance_{counter}_total", task="db_vacuum") == 0
+    # Every live DAG has both run counters; none of these has failed yet.
+    assert value(text, "airflow_dag_runs_finished_total", dag_id="dag_0000", state="failed") == 0
+    assert value(text, "airflow_dag_runs_finished_total", dag_id="dag_0000", state="success") == 2
     # Only the counters: a task that never ran has no last status or last success.
     names = {(n, dict(lab).get("task")) for n, lab in samples(text)}
     assert ("airflow_ops_maintenance_last_run_status", "db_vacuum") not in names
