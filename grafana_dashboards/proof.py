@@ -267,11 +267,11 @@ class ObservedDeployment:
 
     def wait_for_series(self, expr: str, timeout: float = 60) -> None:
         """Poll until Prometheus has a sample of ``expr`` (its scrapes have caught up)."""
-        deadline = time.monotonic() + timeout
-        while not query(self.prometheus_url, expr, instant=True, start=0, end=time.time(), step=1):
-            if time.monotonic() > deadline:
-                raise ProofError(f"Prometheus has no {expr} after {timeout:.0f}s")
-            time.sleep(0.5)
+        assert self.prometheus is not None, "not started"
+        try:
+            self.prometheus.wait_for(expr, bool, timeout=timeout)
+        except AssertionError:
+            raise ProofError(f"Prometheus has no {expr} after {timeout:.0f}s") from None
 
     def variables(self, dashboard: Mapping[str, Any], step: float, span: str = RANGE) -> dict[str, str]:
         given = {
